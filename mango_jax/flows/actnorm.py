@@ -1,0 +1,42 @@
+"""ActNorm (Kingma & Dhariwal 2018, Glow, section 3.1): a per-channel affine map."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from mango_jax.flows.base import InvertibleLayer, logdet_dtype
+
+
+class ActNorm(InvertibleLayer):
+    """`y = (x + bias) · exp(log_scale)` per channel of `[B, N, D]`; log-det `N · Σ log_scale`.
+
+    Starts as the identity. Glow initialises it from data so that the first batch leaves with
+    zero mean and unit variance per channel: call `initialize(x)` once before training (the
+    Glow baseline does; inside MANGO it stays data-independent so that the flow is a pure
+    function of its parameters).
+    """
+
+    def __init__(self, dim: int, *, param_dtype=jnp.float32):
+        self.bias = nnx.Param(jnp.zeros((dim,), param_dtype))
+        self.log_scale = nnx.Param(jnp.zeros((dim,), param_dtype))
+
+    def initialize(self, x: jax.Array, eps: float = 1e-6) -> None:
+        """Data-dependent initialisation from a batch `x: [B, N, D]`."""
+        mean = jnp.mean(x, axis=(0, 1))
+        std = jnp.std(x, axis=(0, 1))
+        self.bias.value = (-mean).astype(self.bias.value.dtype)
+        self.log_scale.value = (-jnp.log(std + eps)).astype(self.log_scale.value.dtype)
+
+    def _logdet(self, x):
+        log_scale = self.log_scale.value.astype(logdet_dtype(x.dtype))
+        return jnp.full(x.shape[:1], x.shape[1] * jnp.sum(log_scale))
+
+    def __call__(self, x):
+        y = (x + self.bias.value) * jnp.exp(self.log_scale.value)
+        return y.astype(jnp.result_type(x, self.bias.value)), self._logdet(x)
+
+    def inverse(self, y):
+        x = y * jnp.exp(-self.log_scale.value) - self.bias.value
+        return x.astype(jnp.result_type(y, self.bias.value)), -self._logdet(y)
