@@ -1,1 +1,104 @@
+"""Invertible flow layers and the bijective network G of MANGO.
 
+`build(config, rngs=...)` returns G for `config.layer` ('mango', or a flow baseline of the
+ablation). Every layer keeps the contract of `mango_jax.flows.base`.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+import jax.numpy as jnp
+import ml_collections
+from flax import nnx
+
+from mango_jax.flows.actnorm import ActNorm
+from mango_jax.flows.base import InvertibleLayer, Sequential
+from mango_jax.flows.coupling import AffineCoupling
+from mango_jax.flows.ica import ICA, min_identity_for_depth
+from mango_jax.flows.lica import LICA
+from mango_jax.flows.mango import num_ica_layers
+from mango_jax.flows.prior import gaussian_log_prob, nll_bits_per_dim
+
+__all__ = [
+    "ActNorm", "AffineCoupling", "ICA", "InvertibleLayer", "LICA", "Sequential", "build",
+    "default_config", "gaussian_log_prob", "nll_bits_per_dim", "token_counts", "LAYERS",
+]
+
+LAYERS = ("mango", "realnvp", "glow", "flowpp", "attnflow")
+
+DEFAULT_BLOCK_PATTERN = ("mmca_ab", "mmca_ba", "imca_1", "imca_2", "imca_3", "imca_4",
+                         "lica", "lica", "coupling")
+
+
+def default_config() -> ml_collections.ConfigDict:
+    """G at the paper's size. Fields (README, "Flow configuration"):
+
+    layer: 'mango' | 'realnvp' | 'glow' | 'flowpp' | 'attnflow' (Table 4 ablation).
+    num_blocks: L, the number of blocks (paper 12; ablations 6, 8, 16).
+    dim: token width D. num_heads: attention heads (D must be divisible).
+    tokens_per_modality: (M, K), tokens of modality A and B; MMCA needs M = K, IMCA even counts.
+    block_pattern: layer kinds of one block, in order ('mmca_ab', 'mmca_ba', 'imca_1'..'imca_4',
+      'lica', 'coupling', 'actnorm').
+    imca_split: 'contiguous' halves (paper) or 'interleave' (even/odd, the authors' release).
+    ica_mixing_budget: total attention mass Σ(1 − a_min) over all ICA layers of G; bounds the
+      whole flow's conditioning independently of depth (mango_jax.flows.ica).
+    coupling_hidden: hidden width of coupling conditioners. max_log_scale: bound c of the
+      coupling log-scale (each layer scales by at most e^c).
+    remat: rematerialise each block in the backward pass. seed: LICA permutations.
+    param_dtype: 'float32' (or 'float64' under x64).
+    """
+    config = ml_collections.ConfigDict()
+    config.layer = "mango"
+    config.num_blocks = 12
+    config.dim = 256
+    config.num_heads = 8
+    config.tokens_per_modality = (256, 256)
+    config.block_pattern = DEFAULT_BLOCK_PATTERN
+    config.imca_split = "contiguous"
+    config.ica_mixing_budget = 4.8
+    config.coupling_hidden = 512
+    config.max_log_scale = 2.0
+    config.remat = False
+    config.seed = 0
+    config.param_dtype = "float32"
+    for layer in LAYERS[1:]:
+        defaults = getattr(_baseline(layer), "CONFIG_DEFAULTS", None) if _has(layer) else None
+        for key, value in (defaults or {}).items():
+            config[key] = value
+    return config
+
+
+def token_counts(config) -> tuple[int, int]:
+    tokens = config.tokens_per_modality
+    if isinstance(tokens, int):
+        return tokens, tokens
+    m, k = tokens
+    return int(m), int(k)
+
+
+def _has(layer: str) -> bool:
+    return importlib.util.find_spec(f"mango_jax.flows.{layer}") is not None
+
+
+def _baseline(layer: str):
+    return importlib.import_module(f"mango_jax.flows.{layer}")
+
+
+def build(config: ml_collections.ConfigDict, *, rngs: nnx.Rngs) -> Sequential:
+    """G: `config.num_blocks` blocks of `config.layer`, as one `Sequential` of blocks."""
+    if config.layer not in LAYERS:
+        raise ValueError(f"flow.layer={config.layer!r}; expected one of {LAYERS}")
+    tokens = token_counts(config)
+    param_dtype = jnp.dtype(config.param_dtype)
+    if config.layer == "mango":
+        from mango_jax.flows.mango import make_block
+
+        floor = min_identity_for_depth(config.ica_mixing_budget, num_ica_layers(config))
+        blocks = [make_block(config, i, tokens, min_identity=floor, rngs=rngs,
+                             param_dtype=param_dtype) for i in range(config.num_blocks)]
+    else:
+        make_block = _baseline(config.layer).make_block
+        blocks = [make_block(config, i, tokens, rngs=rngs, param_dtype=param_dtype)
+                  for i in range(config.num_blocks)]
+    return Sequential(blocks, remat=config.remat)

@@ -26,17 +26,17 @@ class ActNorm(InvertibleLayer):
         """Data-dependent initialisation from a batch `x: [B, N, D]`."""
         mean = jnp.mean(x, axis=(0, 1))
         std = jnp.std(x, axis=(0, 1))
-        self.bias.value = (-mean).astype(self.bias.value.dtype)
-        self.log_scale.value = (-jnp.log(std + eps)).astype(self.log_scale.value.dtype)
+        self.bias[...] = (-mean).astype(self.bias[...].dtype)
+        self.log_scale[...] = (-jnp.log(std + eps)).astype(self.log_scale[...].dtype)
 
     def _logdet(self, x):
-        log_scale = self.log_scale.value.astype(logdet_dtype(x.dtype))
+        log_scale = self.log_scale[...].astype(logdet_dtype(x.dtype))
         return jnp.full(x.shape[:1], x.shape[1] * jnp.sum(log_scale))
 
     def __call__(self, x):
-        y = (x + self.bias.value) * jnp.exp(self.log_scale.value)
-        return y.astype(jnp.result_type(x, self.bias.value)), self._logdet(x)
+        y = (x + self.bias[...]) * jnp.exp(self.log_scale[...])
+        return y.astype(x.dtype), self._logdet(x)
 
     def inverse(self, y):
-        x = y * jnp.exp(-self.log_scale.value) - self.bias.value
-        return x.astype(jnp.result_type(y, self.bias.value)), -self._logdet(y)
+        x = y * jnp.exp(-self.log_scale[...]) - self.bias[...]
+        return x.astype(y.dtype), -self._logdet(y)

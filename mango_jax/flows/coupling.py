@@ -31,20 +31,25 @@ def affine_inverse(y, raw_log_scale, shift, max_log_scale, sum_axes):
 class Conditioner(nnx.Module):
     """Token-wise MLP `[B, N, d_in] -> ([B, N, d_out], [B, N, d_out])` with a zero last layer.
 
-    The zero last layer makes a freshly built coupling layer exactly the identity.
+    The zero last layer makes a freshly built coupling layer exactly the identity. The input is
+    layer-normalised and the last layer is read out with a `1/√hidden` multiplier, so the
+    log-scale and shift move by O(|w|) for output weights w, whatever the width and the scale
+    of the incoming tokens: this keeps deep stacks invertible when the weights drift.
     """
 
     def __init__(self, d_in: int, d_out: int, hidden: int, *, rngs: nnx.Rngs,
                  param_dtype=jnp.float32):
+        self.norm = nnx.LayerNorm(d_in, rngs=rngs, param_dtype=param_dtype)
         self.hidden = nnx.Linear(d_in, hidden, rngs=rngs, param_dtype=param_dtype)
         self.mid = nnx.Linear(hidden, hidden, rngs=rngs, param_dtype=param_dtype)
         self.out = nnx.Linear(hidden, 2 * d_out, rngs=rngs, param_dtype=param_dtype,
                               kernel_init=nnx.initializers.zeros_init())
+        self.readout = hidden ** -0.5
 
     def __call__(self, x):
-        h = jax.nn.gelu(self.hidden(x))
+        h = jax.nn.gelu(self.hidden(self.norm(x)))
         h = jax.nn.gelu(self.mid(h))
-        raw_log_scale, shift = jnp.split(self.out(h), 2, axis=-1)
+        raw_log_scale, shift = jnp.split(self.out(h) * self.readout, 2, axis=-1)
         return raw_log_scale, shift
 
 

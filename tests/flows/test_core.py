@@ -1,0 +1,226 @@
+"""Flow core: exact inverse and log-det of every MANGO layer kind, against float64 references."""
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import scipy.stats
+from absl.testing import parameterized
+from flax import nnx
+
+from mango_jax import flows
+from mango_jax.flows import checks
+from mango_jax.flows.ica import ICA, min_identity_for_depth
+from mango_jax.flows.lica import TokenMixLU
+from mango_jax.flows.partitions import partition
+
+# Sizes where D, D/heads and the half token count all differ.
+B, M, D, HEADS = 2, 6, 12, 2
+KINDS = ("mmca_ab", "mmca_ba", "imca_1", "imca_2", "imca_3", "imca_4", "lica", "coupling",
+         "actnorm")
+
+
+def small_config(**overrides):
+    config = flows.default_config()
+    config.update(num_blocks=2, dim=D, num_heads=HEADS, tokens_per_modality=(M, M),
+                  coupling_hidden=16)
+    config.update(overrides)
+    return config
+
+
+def make_layer(kind, seed=0, imca_split="contiguous"):
+    config = small_config(block_pattern=(kind,), imca_split=imca_split)
+    flow = flows.build(config, rngs=nnx.Rngs(seed))
+    return checks.perturb(flow.layers[0].layers[0], jax.random.key(seed + 100))
+
+
+def inputs(seed=1, shape=(B, 2 * M, D)):
+    return jax.random.normal(jax.random.key(seed), shape)
+
+
+def assert_logdet_matches(layer, x):
+    with jax.enable_x64(True):
+        ref = checks.brute_force_logdet(layer, x)
+        ours = np.asarray(checks.cast_floats(layer, jnp.float64)(
+            jnp.asarray(np.asarray(x, np.float64)))[1])
+    np.testing.assert_allclose(ours, ref, rtol=1e-6, atol=1e-6)
+    # The float32 path agrees to float32 rounding.
+    np.testing.assert_allclose(np.asarray(layer(x)[1]), ref, rtol=1e-5, atol=1e-5)
+
+
+class LayerTest(chex.TestCase, parameterized.TestCase):
+
+    @chex.variants(with_jit=True, without_jit=True)
+    @parameterized.parameters(*KINDS)
+    def test_round_trip_both_ways(self, kind):
+        layer = make_layer(kind)
+        graph, state = nnx.split(layer)
+        fwd = self.variant(lambda s, x: nnx.merge(graph, s)(x))
+        inv = self.variant(lambda s, y: nnx.merge(graph, s).inverse(y))
+        x = inputs()
+        y, logdet = fwd(state, x)
+        x_rec, logdet_inv = inv(state, y)
+        chex.assert_shape(logdet, (B,))
+        chex.assert_trees_all_close(x_rec, x, atol=1e-5)
+        chex.assert_trees_all_close(logdet_inv, -logdet, atol=1e-6)
+        y_rec, _ = fwd(state, inv(state, x)[0])
+        chex.assert_trees_all_close(y_rec, x, atol=1e-5)
+
+    @parameterized.parameters(*KINDS)
+    def test_logdet_equals_brute_force(self, kind):
+        assert_logdet_matches(make_layer(kind), inputs())
+
+    def test_interleaved_imca_logdet(self):
+        for kind in ("imca_1", "imca_2", "imca_3", "imca_4"):
+            assert_logdet_matches(make_layer(kind, imca_split="interleave"), inputs())
+
+    @parameterized.parameters("mmca_ab", "imca_2", "lica", "coupling")
+    def test_batch_elements_are_independent(self, kind):
+        layer = make_layer(kind)
+        x = inputs()
+        y, logdet = layer(x)
+        y2, logdet2 = layer(x.at[1].set(3.0 * x[1] + 1.0))
+        chex.assert_trees_all_close(y2[0], y[0], atol=1e-6)
+        chex.assert_trees_all_close(logdet2[0], logdet[0], atol=1e-6)
+
+    @parameterized.parameters(*KINDS)
+    def test_gradients_are_finite(self, kind):
+        layer = make_layer(kind)
+        graph, params, rest = nnx.split(layer, nnx.Param, ...)
+
+        def loss(params, x):
+            y, logdet = nnx.merge(graph, params, rest)(x)
+            return jnp.mean(y ** 2) - jnp.mean(logdet)
+
+        grads = jax.grad(loss, argnums=(0, 1))(params, inputs())
+        for leaf in jax.tree.leaves(grads):
+            self.assertTrue(bool(jnp.all(jnp.isfinite(leaf))))
+        self.assertGreater(sum(float(jnp.abs(g).sum()) for g in jax.tree.leaves(grads[0])), 0)
+
+    def test_bf16_activations_keep_float32_logdet(self):
+        for kind in ("imca_1", "lica", "coupling", "actnorm"):
+            layer = make_layer(kind)
+            y, logdet = layer(inputs().astype(jnp.bfloat16))
+            self.assertEqual(y.dtype, jnp.bfloat16)
+            self.assertEqual(logdet.dtype, jnp.float32)
+            x, logdet_inv = layer.inverse(y)
+            self.assertEqual(x.dtype, jnp.bfloat16)
+            self.assertEqual(logdet_inv.dtype, jnp.float32)
+
+
+class BlockTest(chex.TestCase):
+
+    def test_whole_block_logdet_and_inverse(self):
+        flow = checks.perturb(flows.build(small_config(num_blocks=1), rngs=nnx.Rngs(0)),
+                              jax.random.key(7))
+        x = inputs()
+        assert_logdet_matches(flow, x)
+        self.assertLess(checks.relative_reconstruction_error(flow, x), 1e-5)
+
+    def test_build_structure_and_remat(self):
+        config = small_config()
+        flow = flows.build(config, rngs=nnx.Rngs(0))
+        self.assertLen(flow.layers, config.num_blocks)
+        self.assertLen(flow.layers[0].layers, len(config.block_pattern))
+        flow = checks.perturb(flow, jax.random.key(1))
+        remat_flow = flows.build(small_config(remat=True), rngs=nnx.Rngs(0))
+        nnx.update(remat_flow, nnx.state(flow))
+
+        def loss(model, x):
+            z, logdet = model(x)
+            return jnp.mean(flows.nll_bits_per_dim(z, logdet))
+
+        x = inputs()
+        value, grads = nnx.value_and_grad(loss)(flow, x)
+        value_r, grads_r = nnx.value_and_grad(loss)(remat_flow, x)
+        chex.assert_trees_all_close(value_r, value, atol=1e-6)
+        chex.assert_trees_all_close(grads_r, grads, atol=1e-6)
+
+    def test_shallow_and_deep_floors(self):
+        self.assertAlmostEqual(min_identity_for_depth(4.8, 96), 0.95)
+        self.assertAlmostEqual(min_identity_for_depth(4.8, 8), 0.75)
+        with self.assertRaisesRegex(ValueError, "positive"):
+            min_identity_for_depth(0.0, 8)
+
+    def test_unknown_layer_and_kind_errors(self):
+        with self.assertRaisesRegex(ValueError, "flow.layer"):
+            flows.build(small_config(layer="nope"), rngs=nnx.Rngs(0))
+        with self.assertRaisesRegex(ValueError, "block_pattern"):
+            flows.build(small_config(block_pattern=("bogus",)), rngs=nnx.Rngs(0))
+
+
+class PartitionTest(parameterized.TestCase):
+
+    def test_imca_halves_match_the_paper(self):
+        a1, a2, b1, b2 = [0, 1, 2], [3, 4, 5], [6, 7, 8], [9, 10, 11]
+        expected = {"imca_1": (a1 + b1, a2 + b2), "imca_2": (a1 + b2, a2 + b1),
+                    "imca_3": (a2 + b1, a1 + b2), "imca_4": (a2 + b2, a1 + b1)}
+        for kind, (first, second) in expected.items():
+            idx1, idx2 = partition(kind, (M, M))
+            self.assertEqual(list(idx1), first)
+            self.assertEqual(list(idx2), second)
+        idx1, idx2 = partition("imca_1", (M, M), "interleave")
+        self.assertEqual(list(idx1), [0, 2, 4, 6, 8, 10])
+        self.assertEqual(list(idx2), [1, 3, 5, 7, 9, 11])
+
+    @parameterized.parameters("mmca_ab", "mmca_ba", "imca_1", "imca_2", "imca_3", "imca_4")
+    def test_merge_restores_token_order(self, kind):
+        layer = make_layer(kind)
+        x = inputs()
+        y, _ = layer(x)
+        idx1, _ = partition(kind, (M, M))
+        chex.assert_trees_all_close(y[:, idx1], x[:, idx1])  # X1 passes through in place
+
+    def test_unequal_counts(self):
+        with self.assertRaisesRegex(ValueError, "equal token counts"):
+            partition("mmca_ab", (4, 6))
+        idx1, idx2 = partition("imca_3", (4, 6))
+        self.assertEqual(sorted(np.concatenate([idx1, idx2])), list(range(10)))
+        with self.assertRaisesRegex(ValueError, "even"):
+            partition("imca_1", (3, 6))
+        config = small_config(tokens_per_modality=(4, 6), block_pattern=("imca_2", "lica"))
+        flow = flows.build(config, rngs=nnx.Rngs(0))
+        x = inputs(shape=(B, 10, D))
+        self.assertLess(checks.relative_reconstruction_error(flow, x), 1e-5)
+
+
+class ConditioningTest(parameterized.TestCase):
+
+    @parameterized.parameters(0.0, 3.0, 8.0)
+    def test_ica_condition_number_bound_holds_for_extreme_parameters(self, log_temp):
+        floor = 0.8
+        layer = ICA(D, HEADS, range(M), range(M, 2 * M), min_identity=floor, rngs=nnx.Rngs(0))
+        layer.log_temperature[...] = jnp.full((HEADS,), log_temp)
+        layer.mix_logit[...] = jnp.full((HEADS,), -30.0)
+        attn = np.asarray(layer.attention(3.0 * inputs()[:, :M]), np.float64)
+        bound = 1.0 / (floor * (2 * floor - 1))
+        for a in attn.reshape(-1, M, M):
+            self.assertTrue(np.allclose(a, np.triu(a)))
+            kappa = np.linalg.norm(a, np.inf) * np.linalg.norm(np.linalg.inv(a), np.inf)
+            self.assertLessEqual(kappa, bound * (1 + 1e-5))
+            np.testing.assert_allclose(np.linalg.norm(a, axis=-1), 1.0, rtol=1e-5)
+
+    def test_token_mix_is_plu_and_solves_exactly(self):
+        mix = TokenMixLU(2 * M, seed=3)
+        mix.lower[...] = 5.0 * jax.random.normal(jax.random.key(0), mix.lower[...].shape)
+        mix.upper[...] = 5.0 * jax.random.normal(jax.random.key(1), mix.upper[...].shape)
+        mix.log_scale[...] = 10.0 * jax.random.normal(jax.random.key(2), (2 * M,))
+        lower, upper = (np.asarray(f, np.float64) for f in mix.factors())
+        np.testing.assert_allclose(np.diag(lower), 1.0)
+        np.testing.assert_allclose(lower, np.tril(lower))
+        np.testing.assert_allclose(upper, np.triu(upper))
+        perm = np.eye(2 * M)[list(mix.perm)]
+        w = perm @ lower @ upper
+        np.testing.assert_allclose(np.asarray(mix.matrix()), w, rtol=1e-5, atol=1e-6)
+        bound = (1.5 / 0.5) ** 2 * np.exp(2 * mix.max_log_scale)
+        self.assertLessEqual(np.linalg.cond(w, np.inf), bound)
+        x = inputs()
+        chex.assert_trees_all_close(mix.solve(mix.apply(x)), x, atol=1e-5)
+
+
+def test_nll_bits_per_dim_matches_scipy():
+    z = np.random.default_rng(0).normal(size=(3, 4, 5)).astype(np.float32)
+    logdet = np.array([0.5, -1.0, 2.0], np.float32)
+    ref = -(scipy.stats.norm.logpdf(z).reshape(3, -1).sum(-1) + logdet) / (20 * np.log(2))
+    np.testing.assert_allclose(np.asarray(flows.nll_bits_per_dim(jnp.asarray(z), logdet)), ref,
+                               rtol=1e-5)
