@@ -1,0 +1,122 @@
+"""The multimodal model: encoders E → fusion (MANGO's G or a baseline) → task head.
+
+`model(batch) -> ModelOutput`: the head runs on every stream the fusion returns and the
+predictions are averaged (late fusion returns one stream per modality).
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+from flax import nnx
+
+from mango_jax import encoders, fusion
+from mango_jax.heads import ClassificationHead, DenseHead
+
+
+def default_config() -> ml_collections.ConfigDict:
+    """Model fields (README, "Model configuration").
+
+    dim: token width D shared by encoders, fusion and head.
+    tokens_per_modality: tokens each modality brings to the fusion; None keeps the encoders'
+      natural counts (they must then be equal); a number resamples both to it.
+    latent_model: True: E is a transformer encoder (ViT / text) or an MLP; False: only the
+      tokenizer (patch/embedding/linear projection) — the Tables 6-7 ablation.
+    encoder: `mango_jax.encoders.default_config()`.
+    fusion: `mango_jax.fusion.default_config(name)`; 'mango' by default.
+    head_dropout, decoder_width: classifier dropout; dense decoder channels.
+    """
+    config = ml_collections.ConfigDict()
+    config.dim = 256
+    config.tokens_per_modality = ml_collections.config_dict.placeholder(int)
+    config.latent_model = True
+    config.encoder = encoders.default_config()
+    config.fusion = fusion.default_config("mango")
+    config.head_dropout = 0.0
+    config.decoder_width = 128
+    return config
+
+
+class ModelOutput(NamedTuple):
+    prediction: jax.Array
+    aux_losses: dict[str, jax.Array]
+    metrics: dict[str, jax.Array]
+
+
+def fixed_scale(tokens: jax.Array, eps: float = 1e-6) -> jax.Array:
+    """Standardise each token over its channels, with no learnable gain.
+
+    The NLL of E's output could otherwise be lowered without limit by an encoder that shrinks
+    its features; with every token at unit RMS, E cannot change the scale G sees.
+    """
+    mean = jnp.mean(tokens, axis=-1, keepdims=True)
+    var = jnp.var(tokens, axis=-1, keepdims=True)
+    return (tokens - mean) * jax.lax.rsqrt(var + eps)
+
+
+def token_counts(config, info, modalities) -> tuple[int, int]:
+    """(M, K) the fusion sees: the encoders' natural counts unless a count is set."""
+    if config.tokens_per_modality is not None:
+        return config.tokens_per_modality, config.tokens_per_modality
+    return tuple(encoders.natural_tokens(info.modality_kinds[m], info.modality_shapes[m],
+                                         config.encoder) for m in modalities)
+
+
+class MultimodalModel(nnx.Module):
+    """`batch[modality_a], batch[modality_b]` -> prediction (logits or images).
+
+    `info` is the dataset's `mango_jax.data.DatasetInfo`; `modalities` the two batch keys.
+    """
+
+    def __init__(self, config: ml_collections.ConfigDict, info, modalities, *,
+                 rngs: nnx.Rngs):
+        self.modalities = tuple(modalities)
+        self.task = info.task
+        tokens = token_counts(config, info, self.modalities)
+        enc = []
+        for modality, count in zip(self.modalities, tokens, strict=True):
+            enc.append(encoders.ModalityEncoder(
+                info.modality_kinds[modality], tuple(info.modality_shapes[modality]),
+                dim=config.dim, num_tokens=count, latent=config.latent_model,
+                config=config.encoder, rngs=rngs,
+                vocab_size=(info.vocab_size or {}).get(modality),
+                pretrained=config.encoder.pretrained.get(modality)))
+        self.encoder_a, self.encoder_b = enc
+        self.fusion = fusion.build(config.fusion, dim=config.dim, tokens=tokens, rngs=rngs)
+        if info.task in ("multiclass", "multilabel"):
+            self.head = ClassificationHead(config.dim, info.num_classes,
+                                           dropout=config.head_dropout, rngs=rngs)
+        elif info.task in ("segmentation", "translation"):
+            image = next(m for m in self.modalities if info.modality_kinds[m] == "image")
+            shape = info.modality_shapes[image]
+            patch = config.encoder.patch_size
+            grid = (shape[0] // patch, shape[1] // patch)
+            out = info.num_classes if info.task == "segmentation" else 3
+            self.head = DenseHead(config.dim, self._fused_tokens(config, tokens), grid, patch,
+                                  out, width=config.decoder_width,
+                                  squash=info.task == "translation", rngs=rngs)
+        else:
+            raise ValueError(f"unknown task {info.task!r}")
+
+    def _fused_tokens(self, config, tokens) -> int:
+        """Tokens per output stream, found by tracing the fusion on zeros (no compute)."""
+        a = jax.ShapeDtypeStruct((1, tokens[0], config.dim), jnp.float32)
+        b = jax.ShapeDtypeStruct((1, tokens[1], config.dim), jnp.float32)
+        out = nnx.eval_shape(lambda f, a, b: f(a, b), self.fusion, a, b)
+        return out.streams[0].shape[1]
+
+    def features(self, batch, *, deterministic: bool = True):
+        """Scale-fixed latent tokens `F_A: [B, M, D]`, `F_B: [B, K, D]`."""
+        a = self.encoder_a(batch[self.modalities[0]], deterministic=deterministic)
+        b = self.encoder_b(batch[self.modalities[1]], deterministic=deterministic)
+        return fixed_scale(a), fixed_scale(b)
+
+    def __call__(self, batch, *, deterministic: bool = True) -> ModelOutput:
+        a, b = self.features(batch, deterministic=deterministic)
+        fused = self.fusion(a, b, deterministic=deterministic)
+        predictions = [self.head(s, deterministic=deterministic) for s in fused.streams]
+        prediction = sum(predictions[1:], predictions[0]) / len(predictions)
+        return ModelOutput(prediction, dict(fused.aux_losses), dict(fused.metrics or {}))

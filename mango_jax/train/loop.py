@@ -1,0 +1,247 @@
+"""The training job: build, resume, train with periodic eval and checkpoints, report.
+
+Every process runs this; only process 0 prints and writes files. Each process reads its own
+shard of the data (`ShardByJaxProcess`) and the global batch is assembled from the
+process-local parts, so the same code runs on one CPU, a GPU box or a TPU pod slice.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from mango_jax import data
+from mango_jax.metrics import make_evaluator
+from mango_jax.model import MultimodalModel
+from mango_jax.train import plots
+from mango_jax.train.checkpoint import Checkpointer
+from mango_jax.train.optim import make_optimizer
+from mango_jax.train.sharding import batch_sharding, global_batch, make_mesh, state_shardings
+from mango_jax.train.step import StepConfig, make_eval_step, make_train_step
+from mango_jax.train.writers import MetricWriter, Progress
+
+
+class NonFiniteLossError(FloatingPointError):
+    """Raised when a training step produced a NaN or Inf loss."""
+
+
+def is_main_process() -> bool:
+    return jax.process_index() == 0
+
+
+def log(message: str) -> None:
+    if is_main_process():
+        print(message, flush=True)
+
+
+def total_steps(config, info) -> int:
+    if config.num_steps:
+        return int(config.num_steps)
+    return int(config.num_epochs * info.split_sizes["train"] // config.batch_size)
+
+
+def per_process(global_size: int, what: str) -> int:
+    processes, devices = jax.process_count(), jax.device_count()
+    if global_size % devices:
+        raise ValueError(f"{what}={global_size} must be divisible by the {devices} devices")
+    return global_size // processes
+
+
+def build_model(config, info):
+    return MultimodalModel(config.model, info, config.data.modalities,
+                           rngs=nnx.Rngs(params=config.seed, dropout=config.seed + 1))
+
+
+def parameter_counts(model) -> dict[str, int]:
+    def count(module):
+        return sum(int(np.prod(x.shape)) for x in jax.tree.leaves(nnx.state(module, nnx.Param)))
+
+    parts = {"encoder_a": model.encoder_a, "encoder_b": model.encoder_b,
+             "fusion": model.fusion, "head": model.head}
+    counts = {name: count(module) for name, module in parts.items()}
+    counts["total"] = sum(counts.values())
+    return counts
+
+
+class Trainer:
+    """Owns the model state, the steps and the data iterators of one run."""
+
+    def __init__(self, config, workdir: str):
+        self.config, self.workdir = config, workdir
+        data.ensure_prepared(config.data)
+        self.info = data.dataset_info(config.data)
+        self.steps = total_steps(config, self.info)
+        self.mesh = make_mesh(config.mesh.fsdp)
+        self.batch_sharding = batch_sharding(self.mesh)
+        model = build_model(config, self.info)
+        self.param_counts = parameter_counts(model)
+        tx, schedule = make_optimizer(config.optimizer, self.steps)
+        optimizer = nnx.Optimizer(model, tx, wrt=nnx.Param)
+        self.graphdef, state = nnx.split((model, optimizer))
+        self.state_sharding = state_shardings(self.mesh, state)
+        self.state = jax.device_put(state, self.state_sharding)
+        step_config = StepConfig(task=self.info.task, ignore_index=self.info.ignore_index,
+                                 compute_dtype=config.compute_dtype,
+                                 grad_accum_steps=config.optimizer.grad_accum_steps)
+        if config.batch_size % (config.optimizer.grad_accum_steps * jax.device_count()):
+            raise ValueError(f"batch_size={config.batch_size} must be divisible by "
+                             "grad_accum_steps × devices")
+        self.train_step = make_train_step(self.graphdef, step_config, schedule, mesh=self.mesh,
+                                          state_sharding=self.state_sharding,
+                                          parallelism=config.parallelism)
+        self.evaluator = make_evaluator(self.info.task, num_classes=self.info.num_classes,
+                                        ignore_index=self.info.ignore_index)
+        self.eval_step = make_eval_step(self.graphdef, step_config, self.evaluator,
+                                        state_sharding=self.state_sharding)
+        self.train_iter = data.make_iterator(
+            config.data, "train", batch_size=per_process(config.batch_size, "batch_size"),
+            train=True, seed=config.data.seed)
+        self.checkpointer = Checkpointer(os.path.join(workdir, "checkpoints"),
+                                         keep=config.keep_checkpoints,
+                                         best_metric=config.best_metric,
+                                         best_mode=config.best_mode)
+        self.step = 0
+
+    @property
+    def model(self):
+        return nnx.merge(self.graphdef, self.state)[0]
+
+    def resume(self) -> bool:
+        restored = self.checkpointer.restore(self.state, self.train_iter)
+        if restored is None:
+            return False
+        self.step, state = restored
+        self.state = jax.device_put(state, self.state_sharding)
+        return True
+
+    def evaluate(self, split: str) -> dict[str, float]:
+        it = data.make_iterator(self.config.data, split, train=False, seed=0,
+                                batch_size=per_process(self.config.eval_batch_size,
+                                                       "eval_batch_size"))
+        eval_state, sums = self.evaluator.init(), None
+        for batch in it:
+            eval_state, batch_sums = self.eval_step(self.state, eval_state,
+                                                    global_batch(batch, self.batch_sharding))
+            sums = batch_sums if sums is None else jax.tree.map(jnp.add, sums, batch_sums)
+        if hasattr(it, "close"):
+            it.close()
+        sums = jax.device_get(sums)
+        count = max(float(sums.pop("count")), 1.0)
+        metrics = {k: float(v) / count for k, v in sums.items()}
+        metrics.update(self.evaluator.finalize(eval_state))
+        return metrics
+
+    def check_finite(self, pending: list[tuple[int, dict]]) -> list[tuple[int, dict]]:
+        """Host copies of pending step logs; the first non-finite loss stops the run."""
+        host = [(step, jax.device_get(logs)) for step, logs in pending]
+        for step, logs in host:
+            if not math.isfinite(float(logs["loss"])):
+                last = self.checkpointer.latest_step()
+                raise NonFiniteLossError(
+                    f"non-finite loss {float(logs['loss'])} at step {step}; training stopped. "
+                    f"The last good checkpoint (step {last}) is intact in {self.workdir}. "
+                    "Lower optimizer.learning_rate, raise warmup_steps, or use float32 compute.")
+        return host
+
+
+def train(config, workdir: str) -> Trainer:
+    """Trains to `total_steps`, resuming from the latest checkpoint in `workdir`."""
+    trainer = Trainer(config, workdir)
+    writer = MetricWriter(workdir, active=is_main_process())
+    if trainer.resume():
+        log(f"Resumed from step {trainer.step} in {workdir}")
+    log("Parameters: " + ", ".join(f"{k} {v:,}" for k, v in trainer.param_counts.items()))
+    progress = Progress(trainer.steps, config.batch_size, trainer.step,
+                        active=is_main_process())
+    pending: list[tuple[int, dict]] = []
+    last_eval: dict[str, float] | None = None
+    try:
+        while trainer.step < trainer.steps:
+            batch = global_batch(next(trainer.train_iter), trainer.batch_sharding)
+            trainer.state, logs = trainer.train_step(trainer.state, batch)
+            trainer.step += 1
+            pending.append((trainer.step, logs))
+            step, last = trainer.step, trainer.step == trainer.steps
+            if step % config.log_every == 0 or last:
+                host = trainer.check_finite(pending)
+                pending = []
+                mean = {k: float(np.mean([float(h[k]) for _, h in host])) for k in host[-1][1]}
+                writer.write(step, "train", mean)
+                progress.update(step, mean)
+            if config.eval_every and (step % config.eval_every == 0 or last):
+                last_eval = trainer.evaluate("val")
+                writer.write(step, "val", last_eval)
+                log(f"  step {step} val: " + "  ".join(
+                    f"{k} {v:.4f}" for k, v in sorted(last_eval.items())))
+            if step % config.checkpoint_every == 0 or last:
+                trainer.check_finite(pending)
+                metrics = last_eval if config.eval_every and step % config.eval_every == 0 \
+                    else None
+                trainer.checkpointer.save(step, trainer.state, trainer.train_iter, metrics)
+    finally:
+        trainer.checkpointer.close()
+        writer.close()
+    return trainer
+
+
+def evaluate_and_report(trainer: Trainer, workdir: str, *, train_time: float | None) -> dict:
+    """Evaluates every split, writes results.json and the plots (process 0)."""
+    config = trainer.config
+    results = {}
+    for split in config.eval_splits:
+        results[split] = trainer.evaluate(split)
+    writer = MetricWriter(workdir, active=is_main_process())
+    for split, metrics in results.items():
+        writer.write(trainer.step, f"final_{split}", metrics)
+    writer.close()
+    fusion_name = config.model.fusion.name
+    flow = config.model.fusion.get("flow")
+    results["meta"] = {
+        "experiment": config.experiment, "fusion": fusion_name,
+        "flow_layer": flow.layer if flow else None,
+        "num_blocks": flow.num_blocks if flow else config.model.fusion.get("num_layers"),
+        "partitions": sorted({k.split("_")[0] for k in flow.block_pattern
+                              if k.split("_")[0] in ("mmca", "imca", "lica")}) if flow else None,
+        "latent_model": bool(config.model.latent_model),
+        "sources": list(config.data.modalities), "target": trainer.info.task,
+        "params": trainer.param_counts["total"], "train_time_s": train_time,
+        "steps": trainer.step, "config": json.loads(config.to_json_best_effort()),
+    }
+    if is_main_process():
+        with open(os.path.join(workdir, "results.json"), "w") as f:
+            json.dump(results, f, indent=2)
+        plots.plot_curves(workdir, sorted(trainer.evaluator.finalize(trainer.evaluator.init())))
+        if fusion_name == "mango":
+            batch = next(iter(data.make_iterator(config.data, "val", batch_size=2, train=False,
+                                                 seed=0, shard_by_process=False)))
+            plots.plot_attention(workdir, plots.attention_maps(
+                trainer.model, batch, flow.block_pattern))
+    return results
+
+
+def run(config, workdir: str, mode: str = "train_and_eval") -> dict | None:
+    os.makedirs(workdir, exist_ok=True)
+    if is_main_process():
+        with open(os.path.join(workdir, "config.json"), "w") as f:
+            f.write(config.to_json_best_effort(indent=2))
+    if mode not in ("train", "eval", "train_and_eval"):
+        raise ValueError(f"mode={mode!r}; expected train, eval or train_and_eval")
+    start = time.perf_counter()
+    if mode == "eval":
+        trainer = Trainer(config, workdir)
+        if not trainer.resume():
+            raise FileNotFoundError(f"no checkpoint in {workdir}/checkpoints to evaluate; "
+                                    "train first (--mode=train_and_eval)")
+        trainer.checkpointer.close()
+        return evaluate_and_report(trainer, workdir, train_time=None)
+    trainer = train(config, workdir)
+    if mode == "train":
+        return None
+    return evaluate_and_report(trainer, workdir, train_time=time.perf_counter() - start)
