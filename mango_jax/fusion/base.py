@@ -1,0 +1,68 @@
+"""The contract between a fusion module and the model around it."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+
+
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass(frozen=True)
+class FusionOutput:
+    """What every fusion module returns (a frozen dataclass registered as a pytree).
+
+    streams: one or more `[B, T, D']` token streams (T >= 1); the model applies its task head to
+      each and averages the logits. A method that yields one pooled vector returns `[B, 1, D']`.
+    aux_losses: float32 scalars, already weighted, that the training loop adds to the loss.
+    metrics: float32 scalars to log only (e.g. MANGO's NLL in bits/dim, the fraction of tokens
+      TokenFusion substituted); never added to the loss.
+    """
+
+    streams: tuple[jax.Array, ...]
+    aux_losses: dict[str, jax.Array] = dataclasses.field(default_factory=dict)
+    metrics: dict[str, jax.Array] = dataclasses.field(default_factory=dict)
+
+
+def output(
+    *streams: jax.Array,
+    aux_losses: dict[str, jax.Array] | None = None,
+    metrics: dict[str, jax.Array] | None = None,
+) -> FusionOutput:
+    """A FusionOutput with the scalars cast to float32."""
+    as_f32 = lambda d: {k: jnp.asarray(v, jnp.float32) for k, v in (d or {}).items()}
+    return FusionOutput(tuple(streams), as_f32(aux_losses), as_f32(metrics))
+
+
+def require_equal_tokens(method: str, tokens: tuple[int, int]) -> None:
+    """Position-aligned methods pair token i of one modality with token i of the other."""
+    m, k = tokens
+    if m != k:
+        raise ValueError(
+            f"'{method}' pairs each token with the token at the same position in the other "
+            f"modality, so it needs equal token counts, got M={m} and K={k}. Make both encoders "
+            "emit the same number of tokens (e.g. the same patch grid), or choose a method that "
+            "accepts unequal counts ('cross_attention', 'mbt', 'concat' with mode='token')."
+        )
+
+
+def check_inputs(
+    method: str, a: jax.Array, b: jax.Array, dim: int, *, equal_tokens: bool = False
+) -> None:
+    """Shapes are static under jit, so a malformed call fails here, before tracing the math.
+
+    Token counts may differ from those the module was built for (e.g. evaluation at a larger
+    resolution); only the position-aligned methods need `M == K` at every call.
+    """
+    if a.ndim != 3 or b.ndim != 3:
+        raise ValueError(f"expected a [B, M, D] and b [B, K, D], got {a.shape} and {b.shape}")
+    if a.shape[2] != dim or b.shape[2] != dim:
+        raise ValueError(
+            f"'{method}' was built for token width dim={dim}, got a {a.shape} and b {b.shape}; "
+            "rebuild it with the encoders' output width."
+        )
+    if a.shape[0] != b.shape[0]:
+        raise ValueError(f"batch sizes differ: a {a.shape} vs b {b.shape}")
+    if equal_tokens:
+        require_equal_tokens(method, (a.shape[1], b.shape[1]))

@@ -1,0 +1,117 @@
+"""The reference points of every fusion table: no fusion, early fusion and late fusion.
+
+The lecture decks in `seeds/` (002: "early, late and mid fusion"; 003: "early and late fusion")
+define them: early fusion joins the modalities' features before any joint processing, late fusion
+combines per-modality predictions.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+from flax import nnx
+
+from mango_jax.fusion.base import FusionOutput, check_inputs, output, require_equal_tokens
+from mango_jax.fusion.layers import TRANSFORMER_DEFAULTS, transformer_stack
+
+
+class Unimodal(nnx.Module):
+    """No fusion: the task head sees one modality only, the other is ignored.
+
+    Config: `modality` ('a' or 'b'), the stream that is kept.
+    """
+
+    DEFAULTS = {"modality": "a"}
+
+    def __init__(
+        self,
+        config: ml_collections.ConfigDict,
+        *,
+        dim: int,
+        tokens: tuple[int, int],
+        rngs: nnx.Rngs,
+    ):
+        if config.modality not in ("a", "b"):
+            raise ValueError(
+                f"unimodal: config.modality must be 'a' or 'b', got {config.modality!r}"
+            )
+        self.modality = config.modality
+        self.dim = dim
+
+    def __call__(self, a: jax.Array, b: jax.Array, *, deterministic: bool = True) -> FusionOutput:
+        """`a [B, M, D]`, `b [B, K, D]` -> the kept stream unchanged."""
+        check_inputs("unimodal", a, b, self.dim)
+        return output(a if self.modality == "a" else b)
+
+
+class Late(nnx.Module):
+    """Late fusion: both streams go to the task head untouched and the model averages the
+    per-stream logits, `y = (h(a) + h(b)) / 2`, so no information is exchanged before the head.
+    """
+
+    DEFAULTS: dict = {}
+
+    def __init__(
+        self,
+        config: ml_collections.ConfigDict,
+        *,
+        dim: int,
+        tokens: tuple[int, int],
+        rngs: nnx.Rngs,
+    ):
+        self.dim = dim
+
+    def __call__(self, a: jax.Array, b: jax.Array, *, deterministic: bool = True) -> FusionOutput:
+        """`a [B, M, D]`, `b [B, K, D]` -> `(a, b)`."""
+        check_inputs("late", a, b, self.dim)
+        return output(a, b)
+
+
+class Concat(nnx.Module):
+    """Early fusion by concatenation.
+
+    mode='feature': feature concatenation followed by a projection, `z_i = W [a_i; b_i] + c`
+      per token position (with one token per modality this is classic feature-vector
+      concatenation); needs M == K.
+    mode='token': token concatenation `[a + e_a; b + e_b]` (learned modality-type embeddings
+      e_a, e_b, as in ViLT, Kim et al. 2021) followed by `num_layers` joint self-attention
+      layers, in which every token attends to every token of both modalities (the "vanilla"
+      early-fusion transformer that MBT, Nagrani et al. 2021, compares against). One stream of
+      M + K tokens.
+
+    Config: `mode` ('feature' | 'token'); for mode='token' also `num_layers`, `num_heads`,
+    `mlp_ratio`, `dropout` (unused by mode='feature').
+    """
+
+    DEFAULTS = {"mode": "feature", **TRANSFORMER_DEFAULTS}
+
+    def __init__(
+        self,
+        config: ml_collections.ConfigDict,
+        *,
+        dim: int,
+        tokens: tuple[int, int],
+        rngs: nnx.Rngs,
+    ):
+        self.mode = config.mode
+        self.dim = dim
+        if self.mode == "feature":
+            require_equal_tokens("concat (mode='feature')", tokens)
+            self.proj = nnx.Linear(2 * dim, dim, rngs=rngs)
+        elif self.mode == "token":
+            init = nnx.initializers.normal(0.02)
+            self.type_embed = nnx.Param(init(rngs.params(), (2, dim)))
+            self.layers = transformer_stack(config, dim, rngs=rngs)
+        else:
+            raise ValueError(f"concat: config.mode must be 'feature' or 'token', got {self.mode!r}")
+
+    def __call__(self, a: jax.Array, b: jax.Array, *, deterministic: bool = True) -> FusionOutput:
+        """`a [B, M, D]`, `b [B, K, D]` -> `[B, M, D]` (feature) or `[B, M + K, D]` (token)."""
+        check_inputs("concat", a, b, self.dim, equal_tokens=self.mode == "feature")
+        if self.mode == "feature":
+            return output(self.proj(jnp.concatenate([a, b], axis=-1)))
+        z = jnp.concatenate([a + self.type_embed[0], b + self.type_embed[1]], axis=1)
+        for layer in self.layers:
+            z = layer(z, deterministic=deterministic)
+        return output(z)

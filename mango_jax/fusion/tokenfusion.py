@@ -1,0 +1,111 @@
+"""TokenFusion (Wang et al., "Multimodal Token Fusion for Vision Transformers", CVPR 2022)."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+from flax import nnx
+
+from mango_jax.fusion.base import FusionOutput, check_inputs, output, require_equal_tokens
+from mango_jax.fusion.layers import TRANSFORMER_DEFAULTS, transformer_stack
+
+
+class ScoreNet(nnx.Module):
+    """Token score `s(e) in (0, 1)`, `[B, N, D] -> [B, N]`: the official predictor's MLP
+    (LN, D -> D -> D/2 -> D/4 with GELU) ending in one logit and a sigmoid (the official
+    two-way softmax is the same function of the logit difference)."""
+
+    def __init__(self, dim: int, *, rngs: nnx.Rngs):
+        widths = [dim, dim, max(1, dim // 2), max(1, dim // 4)]
+        self.norm = nnx.LayerNorm(dim, rngs=rngs)
+        self.hidden = nnx.List(
+            [nnx.Linear(i, o, rngs=rngs) for i, o in zip(widths[:-1], widths[1:])]
+        )
+        self.logit = nnx.Linear(widths[-1], 1, rngs=rngs)
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        h = self.norm(x)
+        for layer in self.hidden:
+            h = jax.nn.gelu(layer(h))
+        return jax.nn.sigmoid(self.logit(h)[..., 0])
+
+
+class TokenFusion(nnx.Module):
+    """Dynamic substitution of uninformative tokens by projected tokens of the other modality.
+
+    Per layer l and modality m (m' the other one), with scores from the layer input:
+      `s_m = s^l_m(e_m)` (ScoreNet),
+      `h_m = e_m + s_m * MSA(LN(e_m))`, `h_m = h_m + MLP(LN(h_m))` (the score multiplies the
+        attention output, as in the official code, so that it is learned from the task loss),
+      `e_m <- h_m * 1[s_m >= theta] + Proj^l_{m'->m}(h_{m'}) * 1[s_m < theta]` (the paper's
+        token substitution; aligned modalities pair token i with token i, hence M == K).
+    The sparsity loss `lambda * sum_l sum_m ||s^l_m||_1` (paper: L1 on the scores, lambda = 1e-4,
+    theta = 2e-2) pushes scores of uninformative tokens below theta. It is summed over tokens,
+    layers and modalities as in the official code, but averaged over the batch so that lambda
+    does not depend on the batch size.
+    Weights are separate per modality (the general, heterogeneous setting of the paper; for
+    RGB-depth the paper shares all but the LayerNorms).
+
+    Config: `num_layers`, `num_heads`, `mlp_ratio`, `dropout`, `threshold` (theta),
+    `sparsity_weight` (lambda).
+    Streams: `(e_a [B, N, D], e_b [B, N, D])`; aux loss `tokenfusion_sparsity`; metric
+    `tokenfusion_substituted`, the fraction of tokens replaced (over layers and modalities).
+    """
+
+    DEFAULTS = {**TRANSFORMER_DEFAULTS, "threshold": 0.02, "sparsity_weight": 1e-4}
+
+    def __init__(
+        self,
+        config: ml_collections.ConfigDict,
+        *,
+        dim: int,
+        tokens: tuple[int, int],
+        rngs: nnx.Rngs,
+    ):
+        require_equal_tokens("tokenfusion", tokens)
+        if not 0.0 <= config.threshold <= 1.0:
+            raise ValueError(f"tokenfusion: threshold must lie in [0, 1], got {config.threshold}")
+        self.dim = dim
+        self.threshold = float(config.threshold)
+        self.sparsity_weight = float(config.sparsity_weight)
+        self.blocks_a = transformer_stack(config, dim, rngs=rngs)
+        self.blocks_b = transformer_stack(config, dim, rngs=rngs)
+        n = config.num_layers
+        self.scores_a = nnx.List([ScoreNet(dim, rngs=rngs) for _ in range(n)])
+        self.scores_b = nnx.List([ScoreNet(dim, rngs=rngs) for _ in range(n)])
+        self.proj_b_to_a = nnx.List([nnx.Linear(dim, dim, rngs=rngs) for _ in range(n)])
+        self.proj_a_to_b = nnx.List([nnx.Linear(dim, dim, rngs=rngs) for _ in range(n)])
+
+    def layer(
+        self, index: int, a: jax.Array, b: jax.Array, *, deterministic: bool = True
+    ) -> tuple[jax.Array, jax.Array, jax.Array, jax.Array]:
+        """Layer `index`: `a, b [B, N, D]` -> `(a', b' [B, N, D], s_a, s_b [B, N])`."""
+        s_a, s_b = self.scores_a[index](a), self.scores_b[index](b)
+        ha = self._block(self.blocks_a[index], a, s_a, deterministic)
+        hb = self._block(self.blocks_b[index], b, s_b, deterministic)
+        a_next = jnp.where((s_a >= self.threshold)[..., None], ha, self.proj_b_to_a[index](hb))
+        b_next = jnp.where((s_b >= self.threshold)[..., None], hb, self.proj_a_to_b[index](ha))
+        return a_next, b_next, s_a, s_b
+
+    @staticmethod
+    def _block(block, x: jax.Array, score: jax.Array, deterministic: bool) -> jax.Array:
+        x = x + score[..., None] * block.attend(x, deterministic=deterministic)
+        return x + block.feed_forward(x, deterministic=deterministic)
+
+    def __call__(self, a: jax.Array, b: jax.Array, *, deterministic: bool = True) -> FusionOutput:
+        """`a [B, N, D]`, `b [B, N, D]` -> streams `([B, N, D], [B, N, D])` and the weighted
+        score sparsity loss."""
+        check_inputs("tokenfusion", a, b, self.dim, equal_tokens=True)
+        l1 = substituted = jnp.zeros((), jnp.float32)
+        for index in range(len(self.blocks_a)):
+            a, b, s_a, s_b = self.layer(index, a, b, deterministic=deterministic)
+            l1 = l1 + jnp.mean(jnp.sum(s_a, axis=1)) + jnp.mean(jnp.sum(s_b, axis=1))
+            substituted = substituted + jnp.mean(s_a < self.threshold)
+            substituted = substituted + jnp.mean(s_b < self.threshold)
+        return output(
+            a,
+            b,
+            aux_losses={"tokenfusion_sparsity": self.sparsity_weight * l1},
+            metrics={"tokenfusion_substituted": substituted / max(1, 2 * len(self.blocks_a))},
+        )

@@ -1,0 +1,159 @@
+"""Every baseline through `build`: the registry, the FusionOutput contract, jit and gradients."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import pytest
+from flax import nnx
+
+from mango_jax import fusion
+from mango_jax.fusion import FusionOutput
+
+B, N, D = 2, 4, 8
+POOLED = {"additive", "multiplicative", "bilinear", "tensor", "lrtf", "mi_matrix", "gmu"}
+TRANSFORMERS = {"cross_attention", "mbt", "tokenfusion", "geminifusion"}
+# Which streams each method returns for a [B, M, D], b [B, K, D]: a function of (M, K).
+EXPECTED_TOKENS = {
+    "unimodal": lambda m, k: [m],
+    "concat": lambda m, k: [m],
+    "late": lambda m, k: [m, k],
+    **{name: (lambda m, k: [1]) for name in POOLED},
+    **{name: (lambda m, k: [m, k]) for name in TRANSFORMERS},
+}
+
+
+def small_config(name: str) -> ml_collections.ConfigDict:
+    """One layer keeps compile times low; the mechanism tests cover stacks of layers."""
+    config = fusion.default_config(name)
+    if "num_heads" in config:
+        config.update({"num_layers": 1, "num_heads": 2, "mlp_ratio": 2.0})
+    return config
+
+
+def inputs(m: int = N, k: int = N, seed: int = 0) -> tuple[jax.Array, jax.Array]:
+    ka, kb = jax.random.split(jax.random.key(seed))
+    return jax.random.normal(ka, (B, m, D)), jax.random.normal(kb, (B, k, D))
+
+
+def test_registry_names_and_defaults():
+    assert set(fusion.NAMES) == {"mango", *EXPECTED_TOKENS}
+    for name in fusion.BASELINES:
+        config = fusion.default_config(name)
+        assert config.name == name
+        if name in TRANSFORMERS:
+            assert config.num_layers == 2
+            assert {"num_heads", "mlp_ratio", "dropout"} <= set(config.keys())
+    assert fusion.default_config("tokenfusion").threshold == 0.02
+    assert fusion.default_config("tokenfusion").sparsity_weight == 1e-4
+
+
+def test_unknown_name_lists_valid_names():
+    with pytest.raises(ValueError, match="valid names:.*geminifusion") as info:
+        fusion.build(
+            ml_collections.ConfigDict({"name": "nope"}), dim=D, tokens=(N, N), rngs=nnx.Rngs(0)
+        )
+    for name in fusion.NAMES:
+        assert name in str(info.value)
+    with pytest.raises(ValueError, match="valid names"):
+        fusion.default_config("nope")
+
+
+def test_unknown_field_is_an_error_and_missing_fields_default():
+    config = ml_collections.ConfigDict({"name": "mbt", "num_bottleneck": 3})
+    with pytest.raises(ValueError, match="num_bottleneck.*num_bottlenecks"):
+        fusion.build(config, dim=D, tokens=(N, N), rngs=nnx.Rngs(0))
+    partial = ml_collections.ConfigDict({"name": "mbt", "num_layers": 3, "num_heads": 2})
+    module = fusion.build(partial, dim=D, tokens=(N, N), rngs=nnx.Rngs(0))
+    assert len(module.layers_a) == 3 and module.fusion_layer == 0
+
+
+def test_fusion_output_is_a_pytree():
+    out = FusionOutput(streams=(jnp.ones((1, 1, 2)),), aux_losses={"x": jnp.zeros(())})
+    assert out.metrics == {}
+    doubled = jax.tree.map(lambda x: x + 1, out)
+    assert isinstance(doubled, FusionOutput)
+    assert len(jax.tree.leaves(out)) == 2
+    np.testing.assert_array_equal(doubled.streams[0], 2.0)
+    np.testing.assert_array_equal(doubled.aux_losses["x"], 1.0)
+    through_jit = jax.jit(lambda o: o)(out)
+    assert isinstance(through_jit, FusionOutput) and set(through_jit.aux_losses) == {"x"}
+
+
+@pytest.mark.parametrize("name", sorted(fusion.BASELINES))
+def test_build_call_jit_and_gradients(name):
+    module = fusion.build(small_config(name), dim=D, tokens=(N, N), rngs=nnx.Rngs(0))
+    assert type(module) is fusion.BASELINES[name]
+    a, b = inputs()
+    out = module(a, b)
+    assert isinstance(out, FusionOutput)
+    assert [s.shape for s in out.streams] == [(B, t, D) for t in EXPECTED_TOKENS[name](N, N)]
+    for s in out.streams:
+        assert s.dtype == jnp.float32 and bool(jnp.all(jnp.isfinite(s)))
+    for scalar in [*out.aux_losses.values(), *out.metrics.values()]:
+        assert scalar.shape == () and scalar.dtype == jnp.float32 and bool(jnp.isfinite(scalar))
+
+    graphdef, params, rest = nnx.split(module, nnx.Param, ...)
+
+    def loss(params, a, b):
+        out = nnx.merge(graphdef, params, rest)(a, b)
+        task = sum(jnp.mean(jnp.sin(s)) for s in out.streams)
+        return task + sum(out.aux_losses.values()), out
+
+    (_, jitted), grads = jax.jit(jax.value_and_grad(loss, argnums=(0, 1, 2), has_aux=True))(
+        params, a, b
+    )
+    for eager, compiled in zip(out.streams, jitted.streams, strict=True):
+        np.testing.assert_allclose(compiled, eager, rtol=1e-5, atol=1e-5)
+    assert all(bool(jnp.all(jnp.isfinite(g))) for g in jax.tree.leaves(grads))
+    magnitude = lambda tree: sum(float(jnp.sum(jnp.abs(g))) for g in jax.tree.leaves(tree))
+    assert magnitude(grads[1]) > 0
+    if jax.tree.leaves(params):
+        assert magnitude(grads[0]) > 0
+    else:
+        assert name in {"unimodal", "late"}
+
+
+@pytest.mark.parametrize(
+    "name",
+    sorted(n for n in fusion.BASELINES if n not in {"tokenfusion", "geminifusion", "concat"}),
+)
+def test_unequal_token_counts(name):
+    module = fusion.build(small_config(name), dim=D, tokens=(3, 5), rngs=nnx.Rngs(0))
+    out = jax.jit(lambda a, b: module(a, b))(*inputs(3, 5))
+    assert [s.shape for s in out.streams] == [(B, t, D) for t in EXPECTED_TOKENS[name](3, 5)]
+
+
+@pytest.mark.parametrize("name", ["tokenfusion", "geminifusion", "concat"])
+def test_position_aligned_methods_reject_unequal_tokens(name):
+    with pytest.raises(ValueError, match="equal token counts, got M=3 and K=5"):
+        fusion.build(small_config(name), dim=D, tokens=(3, 5), rngs=nnx.Rngs(0))
+    module = fusion.build(small_config(name), dim=D, tokens=(4, 4), rngs=nnx.Rngs(0))
+    with pytest.raises(ValueError, match="equal token counts"):
+        module(*inputs(3, 5))
+
+
+def test_wrong_width_is_reported():
+    module = fusion.build(small_config("gmu"), dim=D, tokens=(N, N), rngs=nnx.Rngs(0))
+    a, b = inputs()
+    with pytest.raises(ValueError, match="dim=8"):
+        module(a[..., :4], b[..., :4])
+
+
+@pytest.mark.parametrize("name", ["concat", *sorted(TRANSFORMERS)])
+def test_dropout_only_when_not_deterministic(name):
+    config = small_config(name)
+    config.dropout = 0.5
+    if name == "concat":
+        config.mode = "token"
+    module = fusion.build(config, dim=D, tokens=(N, N), rngs=nnx.Rngs(0, dropout=1))
+    a, b = inputs()
+    first, second = module(a, b), module(a, b)
+    for s1, s2 in zip(first.streams, second.streams, strict=True):
+        np.testing.assert_array_equal(s1, s2)
+    noisy1 = module(a, b, deterministic=False)
+    noisy2 = module(a, b, deterministic=False)
+    assert not np.allclose(noisy1.streams[0], first.streams[0])
+    assert not np.allclose(noisy1.streams[0], noisy2.streams[0])
