@@ -20,7 +20,8 @@ from flax import nnx
 from mango_jax import flows
 from mango_jax.flows import checks
 
-FLAGS = flags.DEFINE_string("workdir", None, "Also check the flow of the model trained here.")
+FLAGS = flags.DEFINE_string("workdir", None, "Also check the flow of the model trained here "
+                            "(on its own test features, at its own size).")
 LAYER = flags.DEFINE_string("layer", "mango", "Flow layer kind (config.layer).")
 OUT = flags.DEFINE_string("out", None, "Write the figures as JSON to this file.")
 SMALL_KINDS = ("mmca_ab", "mmca_ba", "imca_1", "imca_2", "imca_3", "imca_4", "lica", "coupling")
@@ -82,10 +83,15 @@ def main(argv):
     figures = {"init": paper_size(flow, x),
                "perturbed": paper_size(checks.perturb(flow, jax.random.key(3)), x)}
     if FLAGS.value:
-        from mango_jax.train.checkpoint import restore_flow
+        from mango_jax import data
+        from mango_jax.train.loop import load_trained
 
-        trained, tokens = restore_flow(FLAGS.value)
-        figures["trained"] = paper_size(trained, jax.random.normal(jax.random.key(0), tokens))
+        trainer = load_trained(FLAGS.value)
+        model = trainer.model
+        batch = next(iter(data.make_iterator(trainer.config.data, "test", batch_size=2,
+                                             train=False, seed=0, shard_by_process=False)))
+        features = jnp.concatenate(model.features(batch), axis=1)
+        figures["trained"] = paper_size(model.fusion.flow, features)
     figures["logdet_vs_float64_brute_force"] = logdet_errors(LAYER.value)
     for name in ("init", "perturbed", "trained"):
         if name in figures:

@@ -46,11 +46,13 @@ class ModelOutput(NamedTuple):
     metrics: dict[str, jax.Array]
 
 
-def fixed_scale(tokens: jax.Array, eps: float = 1e-6) -> jax.Array:
+def fixed_scale(tokens: jax.Array, eps: float = 1e-12) -> jax.Array:
     """Standardise each token over its channels, with no learnable gain.
 
     The NLL of E's output could otherwise be lowered without limit by an encoder that shrinks
-    its features; with every token at unit RMS, E cannot change the scale G sees.
+    its features; with every token at unit RMS, E cannot change the scale G sees. The tiny
+    `eps` keeps this exact for any token RMS ≫ 1e-6, so the NLL's gradient gives E no
+    incentive to shrink (a larger eps would reward tokens whose variance approaches it).
     """
     mean = jnp.mean(tokens, axis=-1, keepdims=True)
     var = jnp.var(tokens, axis=-1, keepdims=True)
@@ -68,6 +70,7 @@ def token_counts(config, info, modalities) -> tuple[int, int]:
 class MultimodalModel(nnx.Module):
     """`batch[modality_a], batch[modality_b]` -> prediction (logits or images).
 
+    One head per fusion output stream (late fusion: one per modality), predictions averaged.
     `info` is the dataset's `mango_jax.data.DatasetInfo`; `modalities` the two batch keys.
     """
 
@@ -86,27 +89,29 @@ class MultimodalModel(nnx.Module):
                 pretrained=config.encoder.pretrained.get(modality)))
         self.encoder_a, self.encoder_b = enc
         self.fusion = fusion.build(config.fusion, dim=config.dim, tokens=tokens, rngs=rngs)
+        streams = self._fused_shapes(config, tokens)
+        self.heads = nnx.List([self._head(config, info, shape[1], rngs) for shape in streams])
+
+    def _head(self, config, info, fused_tokens: int, rngs: nnx.Rngs) -> nnx.Module:
         if info.task in ("multiclass", "multilabel"):
-            self.head = ClassificationHead(config.dim, info.num_classes,
-                                           dropout=config.head_dropout, rngs=rngs)
-        elif info.task in ("segmentation", "translation"):
+            return ClassificationHead(config.dim, info.num_classes, dropout=config.head_dropout,
+                                      rngs=rngs)
+        if info.task in ("segmentation", "translation"):
             image = next(m for m in self.modalities if info.modality_kinds[m] == "image")
             shape = info.modality_shapes[image]
             patch = config.encoder.patch_size
-            grid = (shape[0] // patch, shape[1] // patch)
             out = info.num_classes if info.task == "segmentation" else 3
-            self.head = DenseHead(config.dim, self._fused_tokens(config, tokens), grid, patch,
-                                  out, width=config.decoder_width,
-                                  squash=info.task == "translation", rngs=rngs)
-        else:
-            raise ValueError(f"unknown task {info.task!r}")
+            return DenseHead(config.dim, fused_tokens, (shape[0] // patch, shape[1] // patch),
+                             patch, out, width=config.decoder_width,
+                             squash=info.task == "translation", rngs=rngs)
+        raise ValueError(f"unknown task {info.task!r}")
 
-    def _fused_tokens(self, config, tokens) -> int:
-        """Tokens per output stream, found by tracing the fusion on zeros (no compute)."""
+    def _fused_shapes(self, config, tokens) -> list[tuple[int, ...]]:
+        """Shapes of the fusion's output streams, found by tracing it (no compute)."""
         a = jax.ShapeDtypeStruct((1, tokens[0], config.dim), jnp.float32)
         b = jax.ShapeDtypeStruct((1, tokens[1], config.dim), jnp.float32)
         out = nnx.eval_shape(lambda f, a, b: f(a, b), self.fusion, a, b)
-        return out.streams[0].shape[1]
+        return [stream.shape for stream in out.streams]
 
     def features(self, batch, *, deterministic: bool = True):
         """Scale-fixed latent tokens `F_A: [B, M, D]`, `F_B: [B, K, D]`."""
@@ -117,6 +122,7 @@ class MultimodalModel(nnx.Module):
     def __call__(self, batch, *, deterministic: bool = True) -> ModelOutput:
         a, b = self.features(batch, deterministic=deterministic)
         fused = self.fusion(a, b, deterministic=deterministic)
-        predictions = [self.head(s, deterministic=deterministic) for s in fused.streams]
+        predictions = [head(s, deterministic=deterministic)
+                       for head, s in zip(self.heads, fused.streams, strict=True)]
         prediction = sum(predictions[1:], predictions[0]) / len(predictions)
         return ModelOutput(prediction, dict(fused.aux_losses), dict(fused.metrics or {}))

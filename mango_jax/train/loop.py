@@ -14,6 +14,7 @@ import time
 
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 from flax import nnx
 
@@ -64,7 +65,7 @@ def parameter_counts(model) -> dict[str, int]:
         return sum(int(np.prod(x.shape)) for x in jax.tree.leaves(nnx.state(module, nnx.Param)))
 
     parts = {"encoder_a": model.encoder_a, "encoder_b": model.encoder_b,
-             "fusion": model.fusion, "head": model.head}
+             "fusion": model.fusion, "heads": model.heads}
     counts = {name: count(module) for name, module in parts.items()}
     counts["total"] = sum(counts.values())
     return counts
@@ -75,6 +76,10 @@ class Trainer:
 
     def __init__(self, config, workdir: str):
         self.config, self.workdir = config, workdir
+        os.makedirs(workdir, exist_ok=True)
+        if is_main_process():
+            with open(os.path.join(workdir, "config.json"), "w") as f:
+                f.write(config.to_json_best_effort(indent=2))
         data.ensure_prepared(config.data)
         self.info = data.dataset_info(config.data)
         self.steps = total_steps(config, self.info)
@@ -107,6 +112,7 @@ class Trainer:
                                          keep=config.keep_checkpoints,
                                          best_metric=config.best_metric,
                                          best_mode=config.best_mode)
+        self.writer = MetricWriter(workdir, active=is_main_process())
         self.step = 0
 
     @property
@@ -138,6 +144,41 @@ class Trainer:
         metrics.update(self.evaluator.finalize(eval_state))
         return metrics
 
+    def run_until(self, stop_step: int) -> None:
+        """Trains from the current step to `stop_step`, logging, evaluating and saving on the
+        config's schedule. A run stopped here and resumed later continues bit for bit."""
+        config = self.config
+        progress = Progress(self.steps, config.batch_size, self.step, active=is_main_process())
+        pending: list[tuple[int, dict]] = []
+        last_eval: dict[str, float] | None = None
+        while self.step < stop_step:
+            batch = global_batch(next(self.train_iter), self.batch_sharding)
+            self.state, logs = self.train_step(self.state, batch)
+            self.step += 1
+            pending.append((self.step, logs))
+            step, last = self.step, self.step in (stop_step, self.steps)
+            if step % config.log_every == 0 or last:
+                host = self.check_finite(pending)
+                pending = []
+                mean = {k: float(np.mean([float(h[k]) for _, h in host])) for k in host[-1][1]}
+                self.writer.write(step, "train", mean)
+                progress.update(step, mean)
+            evaluated = bool(config.eval_every) and (step % config.eval_every == 0 or last)
+            if evaluated:
+                last_eval = self.evaluate("val")
+                self.writer.write(step, "val", last_eval)
+                log(f"  step {step} val: " + "  ".join(
+                    f"{k} {v:.4f}" for k, v in sorted(last_eval.items())))
+            if step % config.checkpoint_every == 0 or last:
+                self.check_finite(pending)
+                self.checkpointer.save(step, self.state, self.train_iter,
+                                       last_eval if evaluated else None)
+
+    def close(self) -> None:
+        """Waits for the last checkpoint save and closes the writers."""
+        self.checkpointer.close()
+        self.writer.close()
+
     def check_finite(self, pending: list[tuple[int, dict]]) -> list[tuple[int, dict]]:
         """Host copies of pending step logs; the first non-finite loss stops the run."""
         host = [(step, jax.device_get(logs)) for step, logs in pending]
@@ -154,40 +195,13 @@ class Trainer:
 def train(config, workdir: str) -> Trainer:
     """Trains to `total_steps`, resuming from the latest checkpoint in `workdir`."""
     trainer = Trainer(config, workdir)
-    writer = MetricWriter(workdir, active=is_main_process())
     if trainer.resume():
         log(f"Resumed from step {trainer.step} in {workdir}")
     log("Parameters: " + ", ".join(f"{k} {v:,}" for k, v in trainer.param_counts.items()))
-    progress = Progress(trainer.steps, config.batch_size, trainer.step,
-                        active=is_main_process())
-    pending: list[tuple[int, dict]] = []
-    last_eval: dict[str, float] | None = None
     try:
-        while trainer.step < trainer.steps:
-            batch = global_batch(next(trainer.train_iter), trainer.batch_sharding)
-            trainer.state, logs = trainer.train_step(trainer.state, batch)
-            trainer.step += 1
-            pending.append((trainer.step, logs))
-            step, last = trainer.step, trainer.step == trainer.steps
-            if step % config.log_every == 0 or last:
-                host = trainer.check_finite(pending)
-                pending = []
-                mean = {k: float(np.mean([float(h[k]) for _, h in host])) for k in host[-1][1]}
-                writer.write(step, "train", mean)
-                progress.update(step, mean)
-            if config.eval_every and (step % config.eval_every == 0 or last):
-                last_eval = trainer.evaluate("val")
-                writer.write(step, "val", last_eval)
-                log(f"  step {step} val: " + "  ".join(
-                    f"{k} {v:.4f}" for k, v in sorted(last_eval.items())))
-            if step % config.checkpoint_every == 0 or last:
-                trainer.check_finite(pending)
-                metrics = last_eval if config.eval_every and step % config.eval_every == 0 \
-                    else None
-                trainer.checkpointer.save(step, trainer.state, trainer.train_iter, metrics)
+        trainer.run_until(trainer.steps)
     finally:
-        trainer.checkpointer.close()
-        writer.close()
+        trainer.close()
     return trainer
 
 
@@ -227,10 +241,6 @@ def evaluate_and_report(trainer: Trainer, workdir: str, *, train_time: float | N
 
 
 def run(config, workdir: str, mode: str = "train_and_eval") -> dict | None:
-    os.makedirs(workdir, exist_ok=True)
-    if is_main_process():
-        with open(os.path.join(workdir, "config.json"), "w") as f:
-            f.write(config.to_json_best_effort(indent=2))
     if mode not in ("train", "eval", "train_and_eval"):
         raise ValueError(f"mode={mode!r}; expected train, eval or train_and_eval")
     start = time.perf_counter()
@@ -239,9 +249,20 @@ def run(config, workdir: str, mode: str = "train_and_eval") -> dict | None:
         if not trainer.resume():
             raise FileNotFoundError(f"no checkpoint in {workdir}/checkpoints to evaluate; "
                                     "train first (--mode=train_and_eval)")
-        trainer.checkpointer.close()
+        trainer.close()
         return evaluate_and_report(trainer, workdir, train_time=None)
     trainer = train(config, workdir)
     if mode == "train":
         return None
     return evaluate_and_report(trainer, workdir, train_time=time.perf_counter() - start)
+
+
+def load_trained(workdir: str) -> Trainer:
+    """The run in `workdir` (its config.json and latest checkpoint), ready to evaluate."""
+    with open(os.path.join(workdir, "config.json")) as f:
+        config = ml_collections.ConfigDict(json.load(f))
+    trainer = Trainer(config, workdir)
+    if not trainer.resume():
+        raise FileNotFoundError(f"no checkpoint in {workdir}/checkpoints")
+    trainer.close()
+    return trainer

@@ -1,0 +1,122 @@
+"""Training: jit vs per-device (pmap-style) agreement, exact resume, NaN stop, outputs."""
+
+import json
+import os
+
+import jax
+import numpy as np
+import pytest
+from flax import nnx
+
+from experiments import mfeat
+from mango_jax.train import loop
+from mango_jax.train.checkpoint import Checkpointer
+from mango_jax.train.writers import read_metrics
+
+
+def tiny_config(data_dir, arg="runlocal", **overrides):
+    config = mfeat.get_config(arg)
+    config.data.data_dir = data_dir
+    config.batch_size = 16
+    config.eval_batch_size = 80
+    config.num_steps = 6
+    config.log_every = 1
+    config.eval_every = 0
+    config.checkpoint_every = 3
+    config.optimizer.warmup_steps = 2
+    config.update_from_flattened_dict(overrides)
+    return config
+
+
+def train_losses(workdir):
+    return {row["step"]: row["loss"] for row in read_metrics(workdir) if row["split"] == "train"}
+
+
+def test_runs_on_eight_devices():
+    assert jax.device_count() == 8, "make test sets 8 simulated CPU devices"
+
+
+def test_jit_and_pmap_forms_agree(mfeat_data_dir, tmp_path):
+    losses = {}
+    for form in ("jit", "pmap"):
+        # Dropout masks differ between the forms by design (one global mask vs one stream
+        # per device), so the forms are compared without dropout.
+        config = tiny_config(mfeat_data_dir, **{"parallelism": form, "num_steps": 5,
+                                                "checkpoint_every": 100,
+                                                "model.encoder.dropout": 0.0,
+                                                "model.head_dropout": 0.0})
+        trainer = loop.Trainer(config, str(tmp_path / form))
+        trainer.run_until(5)
+        trainer.close()
+        losses[form] = np.array([v for _, v in sorted(train_losses(str(tmp_path / form)).items())])
+    assert len(losses["jit"]) == 5
+    np.testing.assert_allclose(losses["pmap"], losses["jit"], rtol=1e-5)
+    assert np.all(np.diff(losses["jit"]) != 0)  # the parameters really moved
+
+
+def test_stop_and_resume_is_bitwise_exact(mfeat_data_dir, tmp_path):
+    full = str(tmp_path / "full")
+    loop.train(tiny_config(mfeat_data_dir), full)
+
+    stopped = str(tmp_path / "stopped")
+    first = loop.Trainer(tiny_config(mfeat_data_dir), stopped)
+    first.run_until(3)  # preempted after the step-3 checkpoint
+    first.close()
+    second = loop.Trainer(tiny_config(mfeat_data_dir), stopped)
+    assert second.resume() and second.step == 3
+    second.run_until(second.steps)
+    second.close()
+
+    expected, resumed = train_losses(full), train_losses(stopped)
+    assert [resumed[s] for s in (4, 5, 6)] == [expected[s] for s in (4, 5, 6)]
+    assert expected[4] != expected[3]
+    a = jax.tree.leaves(nnx.state(loop.load_trained(full).model, nnx.Param))
+    b = jax.tree.leaves(nnx.state(loop.load_trained(stopped).model, nnx.Param))
+    for x, y in zip(a, b, strict=True):
+        np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+
+
+def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(mfeat_data_dir, tmp_path):
+    config = tiny_config(mfeat_data_dir, **{"checkpoint_every": 1,
+                                            "optimizer.learning_rate": 1e30,
+                                            "optimizer.warmup_steps": 0,
+                                            "optimizer.grad_clip_norm": 0.0})
+    workdir = str(tmp_path / "nan")
+    with pytest.raises(loop.NonFiniteLossError, match=r"at step (\d+)") as err:
+        loop.train(config, workdir)
+    bad_step = int(err.value.args[0].split("at step ")[1].split(";")[0])
+    checkpointer = Checkpointer(os.path.join(workdir, "checkpoints"))
+    assert checkpointer.latest_step() == bad_step - 1
+    trainer = loop.load_trained(workdir)
+    for leaf in jax.tree.leaves(nnx.state(trainer.model, nnx.Param)):
+        assert np.all(np.isfinite(np.asarray(leaf)))
+    checkpointer.close()
+
+
+def test_gradient_accumulation_matches_one_big_batch(mfeat_data_dir, tmp_path):
+    losses = {}
+    for k in (1, 2):
+        config = tiny_config(mfeat_data_dir, **{"optimizer.grad_accum_steps": k,
+                                                "num_steps": 2, "checkpoint_every": 100})
+        trainer = loop.Trainer(config, str(tmp_path / f"k{k}"))
+        trainer.run_until(2)
+        trainer.close()
+        losses[k] = [v for _, v in sorted(train_losses(str(tmp_path / f"k{k}")).items())]
+    np.testing.assert_allclose(losses[2], losses[1], rtol=1e-5)
+
+
+def test_run_writes_results_plots_and_events(mfeat_data_dir, tmp_path):
+    config = tiny_config(mfeat_data_dir, "views=fac+zer,runlocal", eval_every=3)
+    workdir = str(tmp_path / "run")
+    results = loop.run(config, workdir)
+    with open(os.path.join(workdir, "results.json")) as f:
+        written = json.load(f)
+    assert written["test"]["accuracy"] == results["test"]["accuracy"]
+    assert 0.0 <= written["test"]["accuracy"] <= 1.0
+    assert written["meta"]["sources"] == ["fac", "zer"]
+    assert written["meta"]["partitions"] == ["imca", "lica", "mmca"]
+    for name in ("loss.png", "nll.png", "metric_accuracy.png", "attention.png"):
+        assert os.path.getsize(os.path.join(workdir, name)) > 1000, name
+    assert os.listdir(os.path.join(workdir, "tensorboard"))
+    splits = {row["split"] for row in read_metrics(workdir)}
+    assert {"train", "val", "final_val", "final_test"} <= splits
