@@ -46,7 +46,8 @@ def base_config(experiment: str, dataset: str) -> ml_collections.ConfigDict:
     eval_splits: evaluated at the end into results.json. compute_dtype: 'float32' or
     'bfloat16' (float32 master weights and log-dets). parallelism: 'jit' (GSPMD) or 'pmap'
     (per-device program, explicit gradient all-reduce). mesh.fsdp: devices that split each
-    large parameter (1 = pure data parallelism).
+    large parameter (1 = pure data parallelism). compare: fusion names to train one after
+    another under the same budget (one workdir each) and tabulate; empty: just this config.
     """
     config = ml_collections.ConfigDict()
     config.experiment = experiment
@@ -68,6 +69,7 @@ def base_config(experiment: str, dataset: str) -> ml_collections.ConfigDict:
     config.compute_dtype = "float32"
     config.parallelism = "jit"
     config.mesh = ml_collections.ConfigDict({"fsdp": 1})
+    config.compare = ()
     return config
 
 
@@ -77,3 +79,17 @@ def set_fusion(config: ml_collections.ConfigDict, name: str) -> None:
     config.model.fusion = fusion.default_config(name)
     if depth is not None and "num_layers" in config.model.fusion:
         config.model.fusion.num_layers = depth
+
+
+def method_configs(config: ml_collections.ConfigDict) -> dict[str, ml_collections.ConfigDict]:
+    """One config per fusion method in `config.compare` (or the config itself)."""
+    if not config.compare:
+        return {config.model.fusion.name: config}
+    out = {}
+    for name in config.compare:
+        method = config.copy_and_resolve_references()
+        method.compare = ()
+        if name != method.model.fusion.name:
+            set_fusion(method, name)
+        out[name] = method
+    return out

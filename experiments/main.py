@@ -15,6 +15,8 @@ import os
 from absl import app, flags, logging
 from ml_collections import config_flags
 
+from experiments.common import method_configs
+
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file[:args].",
                                           lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Run folder (checkpoints, logs, results).")
@@ -32,6 +34,21 @@ def _auto_distributed() -> bool:
     """TPU pod slices and SLURM jobs announce themselves through the environment."""
     return bool(os.environ.get("TPU_WORKER_HOSTNAMES") or
                 int(os.environ.get("SLURM_NTASKS", "1")) > 1)
+
+
+def format_comparison(all_results: dict[str, dict], split: str = "test") -> str:
+    """One row per method: the split's metrics, parameters and training time."""
+    names = sorted({k for r in all_results.values() for k in r[split] if "/" not in k
+                    and "loss" not in k and k != "nll_bpd"})
+    header = f"{'method':<16}" + "".join(f"{n:>12}" for n in names) + \
+        f"{'params':>12}{'train s':>10}"
+    lines = [f"{split} split", header]
+    for method, results in all_results.items():
+        meta = results["meta"]
+        lines.append(f"{method:<16}" + "".join(f"{results[split].get(n, float('nan')):>12.4f}"
+                                               for n in names)
+                     + f"{meta['params']:>12,}{meta['train_time_s'] or 0:>10.1f}")
+    return "\n".join(lines)
 
 
 def format_results(results: dict) -> str:
@@ -62,9 +79,20 @@ def main(argv):
     workdir = _WORKDIR.value or os.path.join("runs", config.experiment)
     loop.log(f"Config ({jax.process_count()} process(es), {jax.device_count()} device(s)):\n"
              f"{config}")
-    results = loop.run(config, workdir, _MODE.value)
-    if results is not None and jax.process_index() == 0:
-        print(f"\nResults ({workdir}/results.json):\n{format_results(results)}")
+    methods = method_configs(config)
+    all_results = {}
+    for name, method in methods.items():
+        method_dir = os.path.join(workdir, name) if len(methods) > 1 else workdir
+        loop.log(f"\n=== {name} -> {method_dir}")
+        results = loop.run(method, method_dir, _MODE.value)
+        if results is not None:
+            all_results[name] = results
+            loop.log(f"\nResults ({method_dir}/results.json):\n{format_results(results)}")
+    if len(all_results) > 1 and jax.process_index() == 0:
+        table = format_comparison(all_results)
+        with open(os.path.join(workdir, "comparison.txt"), "w") as f:
+            f.write(table + "\n")
+        print(f"\nComparison ({workdir}/comparison.txt):\n{table}")
 
 
 if __name__ == "__main__":

@@ -3,16 +3,19 @@
     python -m experiments.main --config=experiments/mfeat.py                 # pix + fou
     python -m experiments.main --config=experiments/mfeat.py:views=fac+zer   # any two views
     python -m experiments.main --config=experiments/mfeat.py:fusion=concat   # a baseline
+    python -m experiments.main --config=experiments/mfeat.py:fusion=mango+gmu+mbt  # compare
     python -m experiments.main --config=experiments/mfeat.py:runlocal        # smoke run
 
-Arguments: views (two of fou, fac, kar, pix, zer, mor joined by '+'), fusion (a name from
-`mango_jax.fusion.NAMES`), flow (flow layer for MANGO), blocks (flow blocks / fusion layers),
-runlocal (a few steps at tiny sizes).
+Arguments: views (two of fou, fac, kar, pix, zer, mor joined by '+'), fusion (names from
+`mango_jax.fusion.NAMES` joined by '+'; several, or 'all', train one after another into
+<workdir>/<name> and print one comparison table), flow (flow layer for MANGO), blocks (flow
+blocks / fusion layers), runlocal (a few steps at tiny sizes).
 """
 
 from __future__ import annotations
 
 from experiments.common import base_config, parse_arg, set_fusion
+from mango_jax import fusion
 
 
 def get_config(arg: str | None = None):
@@ -35,8 +38,14 @@ def get_config(arg: str | None = None):
     flow.coupling_hidden = 128
     flow.layer = args.flow
     config.model.fusion.nll_weight = 0.01
-    if args.fusion != "mango":
-        set_fusion(config, args.fusion)
+    methods = fusion.NAMES if args.fusion == "all" else tuple(args.fusion.split("+"))
+    unknown = sorted(set(methods) - set(fusion.NAMES))
+    if unknown:
+        raise ValueError(f"unknown fusion {unknown}; choose from {fusion.NAMES} or 'all'")
+    if len(methods) > 1:
+        config.compare = methods
+    elif methods[0] != "mango":
+        set_fusion(config, methods[0])
 
     config.batch_size = 64
     config.eval_batch_size = 200

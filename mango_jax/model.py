@@ -84,8 +84,7 @@ class MultimodalModel(nnx.Module):
             enc.append(encoders.ModalityEncoder(
                 info.modality_kinds[modality], tuple(info.modality_shapes[modality]),
                 dim=config.dim, num_tokens=count, latent=config.latent_model,
-                config=config.encoder, rngs=rngs,
-                vocab_size=(info.vocab_size or {}).get(modality),
+                config=config.encoder, rngs=rngs, vocab_size=info.vocab_size,
                 pretrained=config.encoder.pretrained.get(modality)))
         self.encoder_a, self.encoder_b = enc
         self.fusion = fusion.build(config.fusion, dim=config.dim, tokens=tokens, rngs=rngs)

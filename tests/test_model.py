@@ -60,7 +60,7 @@ def test_dense_tasks_predict_at_input_resolution(task):
 def test_unequal_token_counts_are_resampled_for_image_and_text():
     data_info = info("multilabel", {"poster": (16, 8, 3), "plot": (12,)},
                      {"poster": "image", "plot": "tokens"}, num_classes=23,
-                     vocab={"plot": 40})
+                     vocab=40)
     config = small_config()
     with pytest.raises(ValueError, match="equal token counts"):
         MultimodalModel(config, data_info, ("poster", "plot"), rngs=nnx.Rngs(0))

@@ -118,6 +118,22 @@ def make_train_step(graphdef, cfg: StepConfig, schedule, *, mesh, state_sharding
     raise ValueError(f"parallelism={parallelism!r}; expected 'jit' or 'pmap'")
 
 
+def resize_to_label_sizes(logits: jax.Array, label_hw: jax.Array, label_shape) -> jax.Array:
+    """`[B, h, w, C]` logits resized to each example's own label size `label_hw [B, 2]`, placed
+    top-left in the padded `[B, H, W, C]` label canvas (the padding is labelled 255, ignored).
+
+    Segmentation is scored at full label resolution; one static output shape keeps it jitted.
+    """
+    out_hw = tuple(label_shape[1:3])
+
+    def one(x, hw):
+        scale = hw.astype(jnp.float32) / jnp.array(x.shape[:2], jnp.float32)
+        return jax.image.scale_and_translate(
+            x, (*out_hw, x.shape[-1]), (0, 1), scale, jnp.zeros(2), "linear", antialias=False)
+
+    return jax.vmap(one)(logits.astype(jnp.float32), label_hw)
+
+
 def make_eval_step(graphdef, cfg: StepConfig, evaluator, *, state_sharding):
     """`step(state, eval_state, batch) -> (eval_state, sums)`: adds one batch's statistics;
     `sums` holds each logged loss term times the batch's real examples, and their count."""
@@ -126,9 +142,13 @@ def make_eval_step(graphdef, cfg: StepConfig, evaluator, *, state_sharding):
         model, _ = nnx.merge(graphdef, state)
         batch = _cast_inputs(batch, jnp.dtype(cfg.compute_dtype))
         out = model(batch, deterministic=True)
-        eval_state = evaluator.update(eval_state, out.prediction.astype(jnp.float32), batch)
+        prediction = out.prediction.astype(jnp.float32)
+        if "label_hw" in batch:
+            prediction = resize_to_label_sizes(prediction, batch["label_hw"],
+                                               batch["label"].shape)
+        eval_state = evaluator.update(eval_state, prediction, batch)
         count = jnp.sum(batch["mask"].astype(jnp.float32))
-        _, logs = _loss_terms(cfg, out, batch)
+        _, logs = _loss_terms(cfg, out._replace(prediction=prediction), batch)
         return eval_state, {**{k: v * count for k, v in logs.items()}, "count": count}
 
     return jax.jit(step, in_shardings=(state_sharding, None, None))
