@@ -73,6 +73,7 @@ def main(argv):
         jax.distributed.initialize(coordinator_address=_COORDINATOR.value,
                                    num_processes=_NUM_PROCESSES.value,
                                    process_id=_PROCESS_ID.value)
+    from mango_jax.data import DataNotFoundError
     from mango_jax.train import loop
 
     config = _CONFIG.value
@@ -84,7 +85,10 @@ def main(argv):
     for name, method in methods.items():
         method_dir = os.path.join(workdir, name) if len(methods) > 1 else workdir
         loop.log(f"\n=== {name} -> {method_dir}")
-        results = loop.run(method, method_dir, _MODE.value)
+        try:
+            results = loop.run(method, method_dir, _MODE.value)
+        except DataNotFoundError as err:
+            raise SystemExit(f"error: {err}") from None
         if results is not None:
             all_results[name] = results
             loop.log(f"\nResults ({method_dir}/results.json):\n{format_results(results)}")
