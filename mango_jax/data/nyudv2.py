@@ -216,7 +216,7 @@ def official_examples(manual_dir: str, rows: np.ndarray, lut: np.ndarray, rgb_en
 # --------------------------------------------------------------------------------------------
 
 
-class Nyudv2(core.ArrayRecordBuilder, skip_registration=True):
+class Nyudv2(segmentation.SegmentationBuilder, skip_registration=True):
     """NYUDv2 40-class RGB-D segmentation (from either source form)."""
 
     name = "nyudv2"
@@ -224,23 +224,9 @@ class Nyudv2(core.ArrayRecordBuilder, skip_registration=True):
     RELEASE_NOTES = {"1.0.0": "Folder (TokenFusion/GeminiFusion) and official .mat forms."}
     MANUAL_DOWNLOAD_INSTRUCTIONS = MANUAL_DOWNLOAD_INSTRUCTIONS
 
-    def __init__(self, *, rgb_encoding: str = "jpeg95", **kwargs):
-        if rgb_encoding not in segmentation.RGB_ENCODINGS:
-            raise ValueError(
-                f"rgb_encoding must be one of {segmentation.RGB_ENCODINGS}; got {rgb_encoding!r}"
-            )
-        self.rgb_encoding = rgb_encoding
-        super().__init__(**kwargs)
-
-    def _info(self):
-        return tfds.core.DatasetInfo(
-            builder=self,
-            description="NYU Depth v2 labelled subset, 40-class RGB-D semantic segmentation.",
-            features=segmentation.features(NUM_CLASSES),
-            homepage="https://cs.nyu.edu/~silberman/datasets/nyu_depth_v2.html",
-            disable_shuffling=True,
-            metadata=tfds.core.MetadataDict(),
-        )
+    NUM_CLASSES = NUM_CLASSES
+    DESCRIPTION = "NYU Depth v2 labelled subset, 40-class RGB-D semantic segmentation."
+    HOMEPAGE = "https://cs.nyu.edu/~silberman/datasets/nyu_depth_v2.html"
 
     def _split_generators(self, dl_manager):
         root = os.fspath(dl_manager.manual_dir)

@@ -253,6 +253,33 @@ def features(num_classes: int) -> tfds.features.FeaturesDict:
 # The grain map.
 
 
+class SegmentationBuilder(core.ArrayRecordBuilder, skip_registration=True):
+    """What the RGB-D segmentation builders share: the RGB storage choice and the features.
+
+    Subclasses set `NUM_CLASSES`, `DESCRIPTION` and `HOMEPAGE`.
+    """
+
+    NUM_CLASSES: int
+    DESCRIPTION: str
+    HOMEPAGE: str
+
+    def __init__(self, *, rgb_encoding: str = "jpeg95", **kwargs):
+        if rgb_encoding not in RGB_ENCODINGS:
+            raise ValueError(f"rgb_encoding must be one of {RGB_ENCODINGS}; got {rgb_encoding!r}")
+        self.rgb_encoding = rgb_encoding
+        super().__init__(**kwargs)
+
+    def _info(self):
+        return tfds.core.DatasetInfo(
+            builder=self,
+            description=self.DESCRIPTION,
+            features=features(self.NUM_CLASSES),
+            homepage=self.HOMEPAGE,
+            disable_shuffling=True,
+            metadata=tfds.core.MetadataDict(),
+        )
+
+
 class SegTransform:
     """Decode, (train) random scale / crop / flip, normalise. Picklable.
 

@@ -37,7 +37,7 @@ with the RGB/, labels/ and Depth/ folders they name.
 """
 
 
-class Sunrgbd(core.ArrayRecordBuilder, skip_registration=True):
+class Sunrgbd(segmentation.SegmentationBuilder, skip_registration=True):
     """SUN RGB-D 37-class RGB-D segmentation."""
 
     name = "sunrgbd"
@@ -45,23 +45,9 @@ class Sunrgbd(core.ArrayRecordBuilder, skip_registration=True):
     RELEASE_NOTES = {"1.0.0": "DFormer / GeminiFusion folder form."}
     MANUAL_DOWNLOAD_INSTRUCTIONS = MANUAL_DOWNLOAD_INSTRUCTIONS
 
-    def __init__(self, *, rgb_encoding: str = "jpeg95", **kwargs):
-        if rgb_encoding not in segmentation.RGB_ENCODINGS:
-            raise ValueError(
-                f"rgb_encoding must be one of {segmentation.RGB_ENCODINGS}; got {rgb_encoding!r}"
-            )
-        self.rgb_encoding = rgb_encoding
-        super().__init__(**kwargs)
-
-    def _info(self):
-        return tfds.core.DatasetInfo(
-            builder=self,
-            description="SUN RGB-D, 37-class RGB-D semantic segmentation.",
-            features=segmentation.features(NUM_CLASSES),
-            homepage="https://rgbd.cs.princeton.edu/",
-            disable_shuffling=True,
-            metadata=tfds.core.MetadataDict(),
-        )
+    NUM_CLASSES = NUM_CLASSES
+    DESCRIPTION = "SUN RGB-D, 37-class RGB-D semantic segmentation."
+    HOMEPAGE = "https://rgbd.cs.princeton.edu/"
 
     def _split_generators(self, dl_manager):
         root = os.fspath(dl_manager.manual_dir)
