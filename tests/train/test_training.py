@@ -97,7 +97,9 @@ def test_gradient_accumulation_matches_one_big_batch(mfeat_data_dir, tmp_path):
     losses = {}
     for k in (1, 2):
         config = tiny_config(mfeat_data_dir, **{"optimizer.grad_accum_steps": k,
-                                                "num_steps": 2, "checkpoint_every": 100})
+                                                "num_steps": 2, "checkpoint_every": 100,
+                                                "model.encoder.dropout": 0.0,
+                                                "model.head_dropout": 0.0})
         trainer = loop.Trainer(config, str(tmp_path / f"k{k}"))
         trainer.run_until(2)
         trainer.close()
@@ -120,3 +122,20 @@ def test_run_writes_results_plots_and_events(mfeat_data_dir, tmp_path):
     assert os.listdir(os.path.join(workdir, "tensorboard"))
     splits = {row["split"] for row in read_metrics(workdir)}
     assert {"train", "val", "final_val", "final_test"} <= splits
+
+
+def test_bf16_compute_and_checkpoint_policy(mfeat_data_dir, tmp_path):
+    config = tiny_config(mfeat_data_dir, **{"compute_dtype": "bfloat16", "checkpoint_every": 1,
+                                            "eval_every": 1, "keep_checkpoints": 2,
+                                            "best_metric": "accuracy"})
+    workdir = str(tmp_path / "bf16")
+    trainer = loop.train(config, workdir)
+    for leaf in jax.tree.leaves(nnx.state(trainer.model, nnx.Param)):
+        assert leaf.dtype == np.float32  # float32 master weights
+    rows = read_metrics(workdir)
+    assert all(np.isfinite(r["loss"]) for r in rows if r["split"] == "train")
+    accuracy = {r["step"]: r["accuracy"] for r in rows if r["split"] == "val"}
+    kept = sorted(int(d) for d in os.listdir(os.path.join(workdir, "checkpoints"))
+                  if d.isdigit())
+    assert {5, 6} <= set(kept) and len(kept) <= 3
+    assert max(accuracy[s] for s in kept) == max(accuracy.values())  # the best survives
