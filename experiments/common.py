@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import ml_collections
 
-from mango_jax import data, fusion, model
+from mango_jax import data, flows, fusion, model
+from mango_jax.fusion import vector as fusion_vector
 from mango_jax.train import optim
 
 
@@ -48,6 +49,8 @@ def base_config(experiment: str, dataset: str) -> ml_collections.ConfigDict:
     (per-device program, explicit gradient all-reduce). mesh.fsdp: devices that split each
     large parameter (1 = pure data parallelism). compare: fusion names to train one after
     another under the same budget (one workdir each) and tabulate; empty: just this config.
+    inception_weights: FID Inception-v3 `.npz` (mango_jax.metrics.convert_inception); when set,
+    translation runs also report FID and KID.
     """
     config = ml_collections.ConfigDict()
     config.experiment = experiment
@@ -70,6 +73,7 @@ def base_config(experiment: str, dataset: str) -> ml_collections.ConfigDict:
     config.parallelism = "jit"
     config.mesh = ml_collections.ConfigDict({"fsdp": 1})
     config.compare = ()
+    config.inception_weights = ml_collections.config_dict.placeholder(str)
     return config
 
 
@@ -93,3 +97,158 @@ def method_configs(config: ml_collections.ConfigDict) -> dict[str, ml_collection
             set_fusion(method, name)
         out[name] = method
     return out
+
+
+# The paper's configs (nyudv2, sunrgbd, taskonomy, mmimdb) share what follows.
+
+PARTITION_PATTERNS = {
+    "mmca": ("mmca_ab", "mmca_ba", "coupling"),
+    "mmca+imca": ("mmca_ab", "mmca_ba", "imca_1", "imca_2", "imca_3", "imca_4", "coupling"),
+    "mmca+imca+lica": flows.DEFAULT_BLOCK_PATTERN,
+}
+# Fusion of pooled vectors (one token out): no dense head can decode them.
+POOLED_FUSIONS = tuple(name for name, cls in fusion.BASELINES.items()
+                       if cls.__module__ == fusion_vector.__name__)
+
+
+def set_flow(config: ml_collections.ConfigDict, *, layer: str, blocks: int,
+             partitions: str = "mmca+imca+lica") -> None:
+    """G's layer kind (Table 4), depth L (Tables 6-7) and the ICA partition kinds of a MANGO
+    block (Table 5). A partition kind left out of the ablation removes its layers from every
+    block (the coupling layer stays), as the table adds MMCA, then IMCA, then LICA."""
+    if layer not in flows.LAYERS:
+        raise ValueError(f"flow={layer!r}; valid: {'|'.join(flows.LAYERS)}")
+    if blocks < 1:
+        raise ValueError(f"blocks={blocks}; G needs at least one block")
+    if partitions not in PARTITION_PATTERNS:
+        raise ValueError(f"partitions={partitions!r}; valid: {'|'.join(PARTITION_PATTERNS)}")
+    if layer != "mango" and partitions != "mmca+imca+lica":
+        raise ValueError(f"partitions={partitions} ablates MANGO's block; flow={layer} has no "
+                         "ICA partitions (drop one of the two arguments)")
+    flow = config.model.fusion.flow
+    flow.layer = layer
+    flow.num_blocks = blocks
+    flow.block_pattern = PARTITION_PATTERNS[partitions]
+
+
+def select_fusion(config: ml_collections.ConfigDict, value: str, *, dense: bool) -> None:
+    """`fusion=name`, `a+b+...` (trained one after another, then tabulated) or `all`.
+
+    Call it after the MANGO fields are final: a baseline takes MANGO's depth as its layers.
+    `dense`: the task head decodes a token grid, which pooled-vector fusions do not keep.
+    """
+    valid = tuple(n for n in fusion.NAMES if not (dense and n in POOLED_FUSIONS))
+    methods = valid if value == "all" else tuple(value.split("+"))
+    pooled = [m for m in methods if m in POOLED_FUSIONS and dense]
+    if pooled:
+        raise ValueError(f"fusion {pooled} pools each modality to one vector, which a dense "
+                         f"(segmentation / translation) head cannot decode; choose from {valid}")
+    unknown = [m for m in methods if m not in valid]
+    if unknown:
+        raise ValueError(f"unknown fusion {unknown}; choose from {valid} or 'all', joined by '+'")
+    if len(methods) > 1:
+        config.compare = methods
+    elif methods[0] != "mango":
+        set_fusion(config, methods[0])
+
+
+def set_mae_vit_base(config: ml_collections.ConfigDict, image_modalities) -> None:
+    """E as MAE's ViT-B/16 (He et al. 2022, the paper's [14]): patch 16, width 768, 12 blocks,
+    12 heads, MLP ratio 4. The width is the model's D, shared by G and the head.
+
+    `config.model.encoder.pretrained.<modality>` (one field per image modality, unset: random
+    init) takes the path of MAE's `mae_pretrain_vit_base.pth` exported to `.npz` (see
+    `mango_jax.encoders.load_mae_weights`); one-channel inputs get the RGB patch kernel summed
+    over colours.
+    """
+    config.model.dim = 768
+    encoder = config.model.encoder
+    encoder.patch_size = 16
+    encoder.depth = 12
+    encoder.num_heads = 12
+    encoder.mlp_ratio = 4.0
+    for modality in image_modalities:
+        encoder.pretrained[modality] = ml_collections.config_dict.placeholder(str)
+
+
+def set_tokenfusion_adamw(config: ml_collections.ConfigDict) -> None:
+    """TokenFusion's segmentation optimiser (`semantic_segmentation/main.py`, PolyWarmupAdamW):
+    AdamW, peak 6e-5, weight decay 0.01, betas (0.9, 0.999), 1,500 linear warm-up iterations,
+    then poly decay with power 1.0 to zero. Not expressible here: its 10x rate for the decoder,
+    no decay on norm weights, and its three restarted stages (peaks 6e-5, 3e-5, 1.5e-5); one
+    poly decay over the whole run stands in for them. Gradient clipping (norm 1) is ours: it
+    guards the flow's NLL against early spikes."""
+    opt = config.optimizer
+    opt.learning_rate = 6e-5
+    opt.weight_decay = 0.01
+    opt.b1, opt.b2, opt.eps = 0.9, 0.999, 1e-8
+    opt.warmup_steps = 1500
+    opt.schedule = "poly"
+    opt.poly_power = 1.0
+    opt.end_lr_factor = 0.0
+    opt.grad_clip_norm = 1.0
+
+
+def set_runlocal(config: ml_collections.ConfigDict) -> None:
+    """Two steps at tiny sizes (8-pixel patches, D = 16, one encoder block, one block of G),
+    reading data in the calling process, so a config runs end to end on fixture data."""
+    config.num_steps = 2
+    config.batch_size = 8
+    config.eval_batch_size = 8
+    config.log_every = 1
+    config.eval_every = 2
+    config.checkpoint_every = 2
+    config.data.num_workers = 0
+    config.data.num_threads = 1
+    config.data.prefetch_batches = 1
+    model = config.model
+    model.dim = 16
+    model.decoder_width = 16
+    model.encoder.patch_size = 8
+    model.encoder.depth = 1
+    model.encoder.num_heads = 2
+    model.encoder.vector_hidden = 32
+    model.encoder.text_max_len = 16
+    flow = model.fusion.flow
+    flow.num_blocks = 1
+    flow.num_heads = 2
+    flow.coupling_hidden = 16
+    config.optimizer.warmup_steps = 1
+
+
+IMAGE_ARGS = {"flow": "mango", "blocks": 12, "latent": True, "fusion": "mango",
+              "runlocal": False}
+
+
+def image_model(config: ml_collections.ConfigDict, args, *,
+                partitions: str = "mmca+imca+lica") -> None:
+    """The model of the image-to-image configs (segmentation, translation): MAE ViT-B/16 on
+    each modality, G at the requested layer / depth / partitions, λ = 0.01, and the tiny
+    sizes (32x32 pixels) under `runlocal`. Sets the fusion last."""
+    set_mae_vit_base(config, config.data.modalities)
+    set_flow(config, layer=args.flow, blocks=args.blocks, partitions=partitions)
+    config.model.latent_model = args.latent
+    config.model.fusion.nll_weight = 0.01
+    config.model.decoder_width = 256
+    if args.runlocal:
+        set_runlocal(config)
+        config.data.image_size = 32
+    select_fusion(config, args.fusion, dense=True)
+
+
+def segmentation_config(dataset: str, arg: str | None) -> ml_collections.ConfigDict:
+    """NYUDv2 / SUN RGB-D under the paper's protocol (the choices: experiments/nyudv2.py)."""
+    args = parse_arg(arg, {**IMAGE_ARGS, "partitions": "mmca+imca+lica"})
+    config = base_config(dataset, dataset)
+    config.data.image_size = 256
+    set_tokenfusion_adamw(config)
+    config.batch_size = 8
+    config.eval_batch_size = 16
+    config.num_steps = 40_000
+    config.log_every = 100
+    config.eval_every = 2_000
+    config.checkpoint_every = 2_000
+    config.best_metric = "miou"
+    config.eval_splits = ("test",)
+    image_model(config, args, partitions=args.partitions)
+    return config

@@ -14,8 +14,7 @@ blocks / fusion layers), runlocal (a few steps at tiny sizes).
 
 from __future__ import annotations
 
-from experiments.common import base_config, parse_arg, set_fusion
-from mango_jax import fusion
+from experiments.common import base_config, parse_arg, select_fusion
 
 
 def get_config(arg: str | None = None):
@@ -38,14 +37,7 @@ def get_config(arg: str | None = None):
     flow.coupling_hidden = 128
     flow.layer = args.flow
     config.model.fusion.nll_weight = 0.01
-    methods = fusion.NAMES if args.fusion == "all" else tuple(args.fusion.split("+"))
-    unknown = sorted(set(methods) - set(fusion.NAMES))
-    if unknown:
-        raise ValueError(f"unknown fusion {unknown}; choose from {fusion.NAMES} or 'all'")
-    if len(methods) > 1:
-        config.compare = methods
-    elif methods[0] != "mango":
-        set_fusion(config, methods[0])
+    select_fusion(config, args.fusion, dense=False)
 
     config.batch_size = 64
     config.eval_batch_size = 200

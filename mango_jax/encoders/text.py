@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import jax
+import jax.numpy as jnp
 from flax import nnx
 
 from mango_jax.fusion.layers import TransformerBlock
@@ -31,7 +32,7 @@ class TextEncoder(nnx.Module):
         if ids.shape[1] > max_len:
             raise ValueError(f"text of {ids.shape[1]} tokens exceeds max_len={max_len}; raise "
                              "model.text.max_len or truncate in the data config")
-        mask = ids != PAD_ID
+        mask = jnp.asarray(ids) != PAD_ID
         # An all-padding row would attend to nothing; let it attend to its first position.
         mask = mask.at[:, 0].set(True)
         x = self.embed(ids) + self.position[: ids.shape[1]]

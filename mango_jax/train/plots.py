@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import os
 
+import jax
 import jax.numpy as jnp
 import matplotlib
 import numpy as np
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+from flax import nnx  # noqa: E402
 
 from mango_jax.flows import ICA, LICA  # noqa: E402
 from mango_jax.train.writers import read_metrics  # noqa: E402
@@ -60,23 +62,28 @@ def attention_maps(model, batch, pattern) -> dict[str, np.ndarray]:
     """The first block's ICA matrix of each partition kind for example 0, head 0: `[n, n]`.
 
     `pattern` names the block's layers (flow.block_pattern); LICA's map is the attention over
-    its mixed tokens.
+    its mixed tokens. Jitted: the un-jitted walk over a paper-size block is slow.
     """
-    a, b = model.features(batch)
-    x = jnp.concatenate([a, b], axis=1)[:1]
-    maps = {}
-    for kind, layer in zip(pattern, model.fusion.flow.layers[0].layers, strict=True):
-        if isinstance(layer, ICA):
-            attn = layer.attention(x[:, np.asarray(layer.idx1)])
-        elif isinstance(layer, LICA):
-            mixed = layer.mix.apply(x)
-            attn = layer.ica.attention(mixed[:, np.asarray(layer.ica.idx1)])
-        else:
+    graph, state = nnx.split(model)
+
+    def maps_of(state, batch):
+        model = nnx.merge(graph, state)
+        a, b = model.features(batch)
+        x = jnp.concatenate([a, b], axis=1)[:1]
+        maps = {}
+        for kind, layer in zip(pattern, model.fusion.flow.layers[0].layers, strict=True):
             attn = None
-        if attn is not None and kind not in maps:
-            maps[kind] = np.asarray(attn[0, 0])
-        x = layer(x)[0]
-    return maps
+            if isinstance(layer, ICA):
+                attn = layer.attention(x[:, np.asarray(layer.idx1)])
+            elif isinstance(layer, LICA):
+                attn = layer.ica.attention(layer.mix.apply(x)[:, np.asarray(layer.ica.idx1)])
+            if attn is not None and kind not in maps:
+                maps[kind] = attn[0, 0]
+            x = layer(x)[0]
+        return maps
+
+    batch = {k: v for k, v in batch.items() if k in model.modalities}
+    return {k: np.asarray(v) for k, v in jax.jit(maps_of)(state, batch).items()}
 
 
 def plot_attention(workdir: str, maps: dict[str, np.ndarray]) -> str | None:

@@ -1,0 +1,52 @@
+"""MANGO on NYUDv2 RGB-D semantic segmentation (40 classes; paper Tables 1, 4-7).
+
+    python -m experiments.main --config=experiments/nyudv2.py --workdir=runs/nyu
+    python -m experiments.main --config=experiments/nyudv2.py:flow=glow --workdir=runs/nyu_glow
+    python -m experiments.main --config=experiments/nyudv2.py:partitions=mmca   # Table 5
+    python -m experiments.main --config=experiments/nyudv2.py:blocks=6,latent=false  # Tables 6-7
+    python -m experiments.main --config=experiments/nyudv2.py:fusion=tokenfusion+geminifusion
+    python -m experiments.main --config=experiments/nyudv2.py:runlocal --config.data.data_dir=D
+
+Arguments: flow (mango|realnvp|glow|flowpp|attnflow: G's layer, Table 4), blocks (L, default 12;
+the tables use 6, 8, 12, 16; baselines take it as their layer count), partitions
+(mmca|mmca+imca|mmca+imca+lica, Table 5: the ICA kinds of a MANGO block; a left-out kind's layers
+are removed, the coupling layer stays: 2 ICA + coupling, 6 ICA + coupling, or the paper's
+8 ICA + coupling; `ica_mixing_budget` is shared by fewer layers, so each may mix more), latent
+(true|false, Tables 6-7: the ViT blocks of E, or only its patch embedding), fusion (a name of
+`mango_jax.fusion.NAMES` that keeps tokens, several joined by '+', or 'all'), runlocal (2 steps
+at 32x32 pixels, D = 16, one block: a smoke run on fixture data).
+
+The paper's protocol: L = 12 blocks of 8 ICA layers (2 MMCA, 4 IMCA, 2 LICA) + one affine
+coupling layer; MAE encoders for RGB and depth; TokenFusion's task head and learning
+hyper-parameters; 256x256 inputs. Where it is silent or our code differs, we chose:
+- E: MAE ViT-B/16 (patch 16, width 768, 12 blocks, 12 heads) per modality, the smallest MAE
+  checkpoint; load `mae_pretrain_vit_base.pth` (exported to .npz, see
+  `mango_jax.encoders.load_mae_weights`) with `--config.model.encoder.pretrained.rgb=PATH` and
+  `.depth=PATH` (the depth encoder gets the RGB patch kernel summed over colours); unset, E
+  starts from random weights. D = 768 throughout (our encoders and G share the width), so the
+  model has 308M parameters (E 2 x 85M, G 136M, head 0.8M) against the paper's 72.9M (Table 8),
+  which two ViT-B encoders alone exceed; results.json records ours (`meta.params`).
+- Tokens: 256 per modality (a 16x16 patch grid), 512 in G; no resampling.
+- G: 8 heads, coupling hidden width 512, contiguous IMCA halves, `ica_mixing_budget` 4.8
+  (the package defaults). λ (NLL weight, bits/dim) = 0.01.
+- Head: our dense decoder (tokens -> patch grid -> 4 bilinear x2 upsamplings) at width 256,
+  SegFormer-B1's decoder width, in place of TokenFusion's SegFormer MLP head.
+- Data: depth / 255 as one channel (`depth_scale='geminifusion'`; official-.mat users set
+  'tokenfusion'); training scale 0.5-2.0, 256 crop, flip; eval squashes to 256x256.
+- Optimiser: TokenFusion's AdamW (6e-5, weight decay 0.01, 1,500 warm-up iterations, poly
+  power 1 to 0 over 40,000 iterations; see `common.set_tokenfusion_adamw` for what differs).
+  Batch 8 (TokenFusion: 6, which 4 or 8 devices cannot split), 40,000 steps (about 400 epochs;
+  TokenFusion: 3 x 100 epochs at batch 6, about 40,000 iterations).
+- Eval: single scale; logits resized to each label's size, argmax, 255 ignored, one confusion
+  matrix over the 654 test images (pixel acc, mean acc, mIoU). results.json scores the final
+  step; TokenFusion reported its best epoch on this same test split, which the kept best-mIoU
+  checkpoint (evaluated every 2,000 steps) reproduces if wanted.
+"""
+
+from __future__ import annotations
+
+from experiments.common import segmentation_config
+
+
+def get_config(arg: str | None = None):
+    return segmentation_config("nyudv2", arg)

@@ -1,0 +1,258 @@
+"""The paper's experiment configs: each runs end to end on fixture data in the official on-disk
+format (`runlocal`), its arguments change what they claim to, and missing data stops a run with
+the data layer's instructions."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import data_fixtures as fixtures
+import pytest
+from flax import nnx
+
+from experiments import mmimdb, nyudv2, sunrgbd, taskonomy
+from experiments.common import PARTITION_PATTERNS
+from mango_jax import data, encoders, flows
+from mango_jax.data.spec import get_spec
+from mango_jax.flows.ica import ICA
+from mango_jax.flows.lica import LICA
+from mango_jax.metrics import make_evaluator
+
+REPO = Path(__file__).resolve().parents[2]
+RUN_TIMEOUT_S = 420
+CONFIGS = {"mmimdb": mmimdb, "nyudv2": nyudv2, "sunrgbd": sunrgbd, "taskonomy": taskonomy}
+TASKONOMY_DOMAINS = ("rgb", "reshading", "edge_texture")
+
+
+@pytest.fixture(scope="module")
+def run_main(tmp_path_factory):
+    """`python -m experiments.main` as a user runs it, in this environment (XLA_FLAGS included)
+    plus a JAX compilation cache shared by the module's runs: the configs have many small
+    programs in common (parameter initialisers, optimiser updates), which then compile once."""
+    env = {**os.environ, "JAX_COMPILATION_CACHE_DIR": str(tmp_path_factory.mktemp("jax_cache")),
+           "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
+           "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "0"}
+
+    def run(config_arg: str, data_dir, workdir) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [sys.executable, "-m", "experiments.main", f"--config={config_arg}",
+             f"--config.data.data_dir={data_dir}", f"--workdir={workdir}"],
+            cwd=REPO, env=env, capture_output=True, text=True, timeout=RUN_TIMEOUT_S)
+
+    return run
+
+
+WRITERS = {  # Raw files in the official layout, at least one global batch (8) to train on.
+    "mmimdb": (lambda d: fixtures.write_mmimdb_hdf5(d, n=14), {"split_rows": "8,11"}),
+    "nyudv2": (lambda d: fixtures.write_nyu_folder(d, n_train=8, n_test=3), {}),
+    "sunrgbd": (lambda d: fixtures.write_sunrgbd(d, n_train=8, n_test=3), {}),
+    "taskonomy": (lambda d: fixtures.write_taskonomy(d, n_train=8, n_val=3,
+                                                     domains=TASKONOMY_DOMAINS), {}),
+}
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+    """`data_dir(name)`: a data_dir holding `name` prepared from fixture files (once per module
+    and test process)."""
+    done = {}
+
+    def get(name: str) -> str:
+        if name not in done:
+            root = tmp_path_factory.mktemp(name)
+            write, options = WRITERS[name]
+            write(str(root / "raw"))
+            get_spec(name).prepare(data_dir=str(root / "data"), manual_dir=str(root / "raw"),
+                                   **options)
+            done[name] = str(root / "data")
+        return done[name]
+
+    return get
+
+
+# ---------------------------------------------------------------------------------------------
+# End to end.
+
+
+@pytest.mark.parametrize("name", sorted(CONFIGS))
+def test_runlocal_trains_and_reports(name, data_dir, run_main, tmp_path):
+    proc = run_main(f"experiments/{name}.py:runlocal", data_dir(name), tmp_path)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+
+    config = CONFIGS[name].get_config("runlocal")
+    config.data.data_dir = data_dir(name)
+    info = data.dataset_info(config.data)
+    evaluator = make_evaluator(info.task, num_classes=info.num_classes,
+                               ignore_index=info.ignore_index)
+    metrics = set(evaluator.finalize(evaluator.init()))
+    assert metrics
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert set(results) == {*config.eval_splits, "meta"}
+    for split in config.eval_splits:
+        for metric in metrics:
+            assert math.isfinite(results[split][metric]), (split, metric, results[split])
+    meta = results["meta"]
+    assert meta["experiment"] == name
+    assert meta["steps"] == config.num_steps
+    assert meta["sources"] == list(config.data.modalities)
+    assert meta["fusion"] == "mango" and meta["flow_layer"] == "mango"
+    if name == "taskonomy":  # experiments/report.py finds Table 2's row by sources and target.
+        assert meta["target"] == config.data.target
+
+
+def test_mmimdb_forms_read_their_own_prepared_data(tmp_path):
+    """form=original reads the original release's preparation, form=hdf5 the MultiBench one."""
+    fixtures.write_mmimdb_original(str(tmp_path / "raw"))
+    get_spec("mmimdb").prepare(data_dir=str(tmp_path / "data"), manual_dir=str(tmp_path / "raw"))
+    original = mmimdb.get_config("form=original,runlocal")
+    original.data.data_dir = str(tmp_path / "data")
+    data.ensure_prepared(original.data)
+    assert data.dataset_info(original.data).metadata["form"] == "original"
+    hdf5 = mmimdb.get_config("form=hdf5,runlocal")
+    hdf5.data.data_dir = str(tmp_path / "data")
+    with pytest.raises(data.DataNotFoundError):
+        data.ensure_prepared(hdf5.data)
+
+
+def test_mmimdb_without_data_stops_with_instructions(run_main, tmp_path):
+    proc = run_main("experiments/mmimdb.py", tmp_path / "empty", tmp_path / "work")
+    config = mmimdb.get_config()
+    config.data.data_dir = str(tmp_path / "empty")
+    message = get_spec("mmimdb").missing_message(config.data)
+    assert proc.returncode != 0
+    assert message in proc.stdout + proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert not (tmp_path / "work" / "checkpoints").exists()
+
+
+# ---------------------------------------------------------------------------------------------
+# What each argument changes.
+
+
+def built_flow(config, tokens=(4, 4)):
+    """G as the config builds it, at a tiny width."""
+    flow = config.model.fusion.flow.copy_and_resolve_references()
+    flow.dim, flow.num_heads, flow.coupling_hidden = 16, 2, 16
+    flow.tokens_per_modality = tokens
+    return flows.build(flow, rngs=nnx.Rngs(0))
+
+
+def module_types(module) -> list[type]:
+    return [type(m) for _, m in nnx.iter_graph(module) if isinstance(m, nnx.Module)]
+
+
+@pytest.mark.parametrize("layer", flows.LAYERS)
+@pytest.mark.parametrize("name", ["nyudv2", "sunrgbd", "taskonomy"])
+def test_flow_argument_selects_the_layer_of_g(name, layer):
+    config = CONFIGS[name].get_config(f"flow={layer},blocks=1")
+    assert config.model.fusion.flow.layer == layer
+    types = module_types(built_flow(config))
+    has_ica = any(issubclass(t, ICA) for t in types)
+    assert has_ica == (layer == "mango")
+    if layer != "mango":
+        assert any(t.__module__ == f"mango_jax.flows.{layer}" for t in types)
+
+
+@pytest.mark.parametrize("blocks", [6, 8, 12, 16])
+def test_blocks_argument_sets_depth_of_g_and_of_baselines(blocks):
+    for name, module in CONFIGS.items():
+        config = module.get_config(f"blocks={blocks}")
+        assert config.model.fusion.flow.num_blocks == blocks, name
+        baseline = module.get_config(f"blocks={blocks},fusion=tokenfusion")
+        assert baseline.model.fusion.name == "tokenfusion"
+        assert baseline.model.fusion.num_layers == blocks, name
+    assert len(built_flow(nyudv2.get_config("blocks=2,runlocal")).layers) == 1  # runlocal: 1
+
+
+@pytest.mark.parametrize("name", ["nyudv2", "sunrgbd"])
+def test_partitions_argument_sets_the_ica_layers_of_a_block(name):
+    counts = {}
+    for partitions in PARTITION_PATTERNS:
+        config = CONFIGS[name].get_config(f"partitions={partitions},blocks=1")
+        pattern = config.model.fusion.flow.block_pattern
+        assert pattern[-1] == "coupling"
+        kinds = {kind.split("_")[0] for kind in pattern[:-1]}
+        assert kinds == set(partitions.split("+"))
+        types = module_types(built_flow(config))
+        counts[partitions] = (sum(t is ICA for t in types), sum(t is LICA for t in types))
+        assert counts[partitions] == (len(pattern) - 1, pattern.count("lica"))
+    assert CONFIGS[name].get_config().model.fusion.flow.block_pattern == \
+        flows.DEFAULT_BLOCK_PATTERN
+    # Table 5's rows: 2 MMCA; + 4 IMCA; + 2 LICA (each mixes tokens around an ICA of its own).
+    assert counts == {"mmca": (2, 0), "mmca+imca": (6, 0), "mmca+imca+lica": (8, 2)}
+    with pytest.raises(ValueError, match="flow=glow has no ICA partitions"):
+        nyudv2.get_config("flow=glow,partitions=mmca")
+
+
+@pytest.mark.parametrize("name", ["nyudv2", "sunrgbd", "taskonomy"])
+def test_latent_argument_keeps_or_drops_the_vit_blocks(name):
+    for latent in (True, False):
+        config = CONFIGS[name].get_config(f"latent={str(latent).lower()},runlocal")
+        assert config.model.latent_model is latent
+        size, patch = config.data.image_size, config.model.encoder.patch_size
+        encoder = encoders.ModalityEncoder(
+            "image", (size, size, 3), dim=config.model.dim, num_tokens=(size // patch) ** 2,
+            latent=config.model.latent_model, config=config.model.encoder, rngs=nnx.Rngs(0))
+        assert len(encoder.net.blocks) == (config.model.encoder.depth if latent else 0)
+
+
+def test_taskonomy_sources_and_target_become_modalities_and_label():
+    config = taskonomy.get_config("sources=depth_zbuffer+normal,target=rgb")
+    assert tuple(config.data.modalities) == ("depth_zbuffer", "normal")
+    assert tuple(config.data.sources) == ("depth_zbuffer", "normal")
+    assert config.data.target == "rgb"
+    config.lock()  # As main locks it: each source's MAE path must be an existing field.
+    config.model.encoder.pretrained.normal = "mae.npz"
+    config = taskonomy.get_config("sources=rgb+reshading,target=normal")
+    assert (tuple(config.data.modalities), config.data.target) == (("rgb", "reshading"),
+                                                                    "normal")
+    for bad in ("sources=rgb+normal,target=rgb", "sources=rgb", "sources=rgb+shade"):
+        with pytest.raises(ValueError):
+            taskonomy.get_config(bad)
+
+
+def test_mmimdb_poster_keeps_its_grid_and_text_is_resampled_to_it():
+    for arg in (None, "runlocal"):
+        config = mmimdb.get_config(arg)
+        h, w = config.data.image_size
+        poster = encoders.natural_tokens("image", (h, w, 3), config.model.encoder)
+        text = encoders.natural_tokens("tokens", (config.data.max_text_len,),
+                                       config.model.encoder)
+        assert poster == config.model.tokens_per_modality != text
+    assert mmimdb.get_config("form=original").data.form == "original"
+    assert mmimdb.get_config().data.form == "multibench"
+
+
+@pytest.mark.parametrize("name", sorted(CONFIGS))
+def test_unknown_or_invalid_arguments_fail_with_the_valid_choices(name):
+    module = CONFIGS[name]
+    with pytest.raises(ValueError, match="valid: .*'runlocal'"):
+        module.get_config("bogus=1")
+    with pytest.raises(ValueError, match="choose from"):
+        module.get_config("fusion=mango+nonesuch")
+    assert module.get_config("fusion=mango+late").compare == ("mango", "late")
+
+
+@pytest.mark.parametrize("name", ["nyudv2", "sunrgbd", "taskonomy"])
+def test_dense_configs_refuse_pooled_fusions(name):
+    with pytest.raises(ValueError, match="dense"):
+        CONFIGS[name].get_config("fusion=gmu")
+    assert "gmu" not in CONFIGS[name].get_config("fusion=all").compare
+    assert "gmu" in mmimdb.get_config("fusion=all").compare
+
+
+def test_paper_protocol_sizes():
+    """L = 12, 256-pixel image sides, and an MAE checkpoint field for every image modality."""
+    for name, module in CONFIGS.items():
+        config = module.get_config()
+        assert config.model.fusion.flow.num_blocks == 12, name
+        size = config.data.image_size
+        assert (size if isinstance(size, int) else size[0]) == 256, name
+        for modality in config.data.modalities:
+            if name != "mmimdb" or modality == "image":
+                assert modality in config.model.encoder.pretrained, (name, modality)
