@@ -4,8 +4,11 @@
     python -m experiments.main --config=experiments/nyudv2.py:flow=glow,blocks=8 \
         --config.optimizer.learning_rate=3e-4 --workdir=runs/nyu_glow8
 
-Resumes from the latest checkpoint in --workdir. With --distributed (or on a TPU pod / SLURM,
-where it is detected) every process calls `jax.distributed.initialize()` first.
+Resumes from the latest checkpoint in --workdir. A multi-process job (a TPU pod slice, a SLURM
+`srun` step, several hosts named explicitly) runs the same command in every process, and each
+calls `jax.distributed.initialize()` first. TPU VMs and SLURM are detected; elsewhere add
+`--coordinator_address=host0:1234 --num_processes=2 --process_id=0` (1 on the other host).
+See docs/scaling.md.
 """
 
 from __future__ import annotations
@@ -22,18 +25,17 @@ _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config fil
 _WORKDIR = flags.DEFINE_string("workdir", None, "Run folder (checkpoints, logs, results).")
 _MODE = flags.DEFINE_enum("mode", "train_and_eval", ["train", "eval", "train_and_eval"],
                           "What to run.")
-_DISTRIBUTED = flags.DEFINE_bool("distributed", False,
-                                 "Call jax.distributed.initialize() (multi-host).")
-_COORDINATOR = flags.DEFINE_string("coordinator_address", None, "host:port of process 0.")
+_DISTRIBUTED = flags.DEFINE_bool(
+    "distributed", None, "Multi-process job: call jax.distributed.initialize(). Default: when a "
+    "TPU VM or a multi-task SLURM step is detected or --coordinator_address etc. are given; "
+    "--nodistributed: never.")
+_COORDINATOR = flags.DEFINE_string("coordinator_address", None,
+                                   "host:port of process 0 (outside TPU VMs and SLURM).")
 _NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "Processes in the job.")
-_PROCESS_ID = flags.DEFINE_integer("process_id", None, "This process's index.")
+_PROCESS_ID = flags.DEFINE_integer("process_id", None, "This process's index (0: coordinator).")
+_DISTRIBUTED_TIMEOUT = flags.DEFINE_integer("distributed_timeout", 300,
+                                            "Seconds to wait for every process to join.")
 flags.mark_flags_as_required(["config"])
-
-
-def _auto_distributed() -> bool:
-    """TPU pod slices and SLURM jobs announce themselves through the environment."""
-    return bool(os.environ.get("TPU_WORKER_HOSTNAMES") or
-                int(os.environ.get("SLURM_NTASKS", "1")) > 1)
 
 
 def format_comparison(all_results: dict[str, dict], split: str = "test") -> str:
@@ -69,10 +71,11 @@ def main(argv):
     logging.set_verbosity(logging.WARNING)
     import jax
 
-    if _DISTRIBUTED.value or _auto_distributed():
-        jax.distributed.initialize(coordinator_address=_COORDINATOR.value,
-                                   num_processes=_NUM_PROCESSES.value,
-                                   process_id=_PROCESS_ID.value)
+    from mango_jax.train import distributed
+
+    distributed.initialize(_DISTRIBUTED.value, coordinator_address=_COORDINATOR.value,
+                           num_processes=_NUM_PROCESSES.value, process_id=_PROCESS_ID.value,
+                           timeout_s=_DISTRIBUTED_TIMEOUT.value)
     from mango_jax.data import DataNotFoundError
     from mango_jax.train import loop
 

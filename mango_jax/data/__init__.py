@@ -12,7 +12,8 @@ Datasets: `mfeat` (UCI Multiple Features, embedded, prepares itself), `mmimdb`, 
 
 Iterator states save and restore with `it.get_state()` / `it.set_state(state)`, or together
 with the model through orbax: `grain.checkpoint.CheckpointSave(it)` /
-`grain.checkpoint.CheckpointRestore(it)` (per process; the process count must match).
+`grain.checkpoint.CheckpointRestore(it)`. A training iterator's state counts global batches and is
+the same in every process, so it also restores on a different number of processes.
 Iterators with worker processes (`num_workers > 0`) hold shared memory: call `it.close()` when
 done with one (for example after each eval pass).
 """
@@ -57,7 +58,8 @@ def default_config(name: str) -> ml_collections.ConfigDict:
       prefetch_batches: batches read ahead per process (grain `ReadOptions.prefetch_buffer_size`;
         the pipeline batches before `to_iter_dataset`, so the unit is a batch).
       seed: the data seed; the training loop passes it to `make_iterator(seed=...)` (it drives the
-        per-epoch shuffle and the augmentation RNG; each process folds in its index).
+        global per-epoch shuffle and the per-example augmentation RNG, the same in every
+        process, so the data order does not depend on the number of processes).
       shuffle: whether training shuffles (grain's `MapDataset.shuffle` is a full permutation,
         reseeded every epoch, so there is no shuffle buffer to size).
 
@@ -189,13 +191,14 @@ def make_iterator(
     Args:
       data_config: from `default_config` (possibly modified).
       split: 'train', 'val' (alias 'validation', 'dev') or 'test', as the dataset has them.
-      batch_size: examples per batch *per process*.
-      train: True: seeded shuffle, endless epochs, augmentation, drop remainder, mask all True.
+      batch_size: examples per batch *per process*; the global batch is batch_size × P.
+      train: True: global seeded shuffle, endless epochs, augmentation, mask all True; process
+        p of P reads rows [p·B, (p+1)·B) of each global batch (a `pipeline.TrainIterator`).
         False: one pass in order, no augmentation, the last batch padded to full size with
-        `mask` False on the padding.
-      seed: shuffle and augmentation seed.
-      shard_by_process: shard with `grain.sharding.ShardByJaxProcess` (process p of P reads
-        examples p, p+P, ...); False reads the whole split in every process.
+        `mask` False on the padding; process p reads examples p, p+P, ...
+      seed: shuffle and augmentation seed (the same in every process).
+      shard_by_process: shard over `grain.sharding.ShardByJaxProcess` as above; False reads
+        the whole split (or every global batch) in every process.
       num_workers: grain worker processes; None takes `data_config.num_workers`.
       shard_options: explicit `grain.sharding.ShardOptions` (overrides `shard_by_process`;
         used by tests to simulate processes).
@@ -218,25 +221,27 @@ def make_iterator(
         source = pipeline.InMemorySource(source)
     if shard_options is None:
         shard_options = (
-            grain.sharding.ShardByJaxProcess(drop_remainder=train)
+            grain.sharding.ShardByJaxProcess()
             if shard_by_process
             else grain.sharding.NoSharding()
         )
     transform = spec.transform(data_config, info, train=train)
-    ds = pipeline.build_dataset(
-        source,
-        transform,
-        batch_size=batch_size,
-        train=train,
-        seed=seed,
-        shard_options=shard_options,
-        shuffle=bool(data_config.get("shuffle", True)),
-    )
     workers = data_config.num_workers if num_workers is None else num_workers
-    return pipeline.to_iterator(
-        ds,
-        num_workers=workers,
-        num_threads=data_config.get("num_threads", 4),
-        prefetch_batches=data_config.get("prefetch_batches", 4),
-        finalize=getattr(transform, "finalize_batch", None),
-    )
+
+    def open_iterator(ds):
+        return pipeline.to_iterator(
+            ds,
+            num_workers=workers,
+            num_threads=data_config.get("num_threads", 4),
+            prefetch_batches=data_config.get("prefetch_batches", 4),
+            finalize=getattr(transform, "finalize_batch", None),
+        )
+
+    if not train:
+        return open_iterator(pipeline.eval_batches(source, transform, batch_size=batch_size,
+                                                   shard_options=shard_options))
+    batches = pipeline.train_batches(source, transform, batch_size=batch_size, seed=seed,
+                                     shard_options=shard_options,
+                                     shuffle=bool(data_config.get("shuffle", True)))
+    return pipeline.TrainIterator(batches, global_batch_size=batch_size * shard_options.shard_count,
+                                  open_iterator=open_iterator)

@@ -4,10 +4,16 @@ Saves are asynchronous; `close()` waits for the last one, so a process that exit
 it never leaves a partial checkpoint behind (orbax writes into a temporary folder and
 renames it when complete). The newest `keep` checkpoints and the best one by `best_metric`
 are preserved.
+
+Multi-host: every process calls `save` and `restore`; orbax writes each array's shards from the
+processes that hold them, and grain writes one iterator state per process
+(`data/process_<i>-of-<n>.json`). A training iterator's state counts global batches and is the
+same in every process, so a checkpoint also restores on a different number of processes.
 """
 
 from __future__ import annotations
 
+import json
 import os
 
 import grain
@@ -15,6 +21,8 @@ import jax
 import orbax.checkpoint as ocp
 from flax import nnx
 from orbax.checkpoint.checkpoint_managers import preservation_policy as policy
+
+from mango_jax.data.pipeline import TrainIterator
 
 
 def _is_key(x) -> bool:
@@ -59,9 +67,10 @@ class Checkpointer:
             policies.append(policy.BestN(
                 get_metric_fn=lambda metrics: metrics[best_metric], reverse=best_mode == "min",
                 n=1, keep_checkpoints_without_metrics=False))
+        self.step_format = ocp.step.standard_name_format()
         options = ocp.CheckpointManagerOptions(
             preservation_policy=policy.AnyPreservationPolicy(policies),
-            enable_async_checkpointing=True, create=True)
+            step_name_format=self.step_format, enable_async_checkpointing=True, create=True)
         self.best_metric = best_metric
         self.manager = ocp.CheckpointManager(os.path.abspath(directory), options=options,
                                              item_names=("state", "data"))
@@ -83,10 +92,33 @@ class Checkpointer:
         if step is None:
             return None
         items = {"state": ocp.args.StandardRestore(_abstract(state))}
+        other_topology = None
         if data_iter is not None:
-            items["data"] = grain.checkpoint.CheckpointRestore(data_iter)
+            other_topology = self._data_state_of_other_topology(step, data_iter)
+            if other_topology is None:
+                items["data"] = grain.checkpoint.CheckpointRestore(data_iter)
         restored = self.manager.restore(step, args=ocp.args.Composite(**items))
+        if other_topology is not None:
+            data_iter.set_state(other_topology)
         return step, from_saveable(state, restored["state"])
+
+    def _data_state_of_other_topology(self, step: int, data_iter) -> dict | None:
+        """The saved iterator state when checkpoint `step` was written by another number of
+        processes (any process's state: they are all equal); None when it matches this job."""
+        folder = self.step_format.find_step(self.manager.directory, step).path / "data"
+        index, count = jax.process_index(), jax.process_count()
+        if (folder / f"process_{index}-of-{count}.json").exists():
+            return None
+        saved = sorted(folder.glob("process_*-of-*.json"))
+        if not saved:
+            raise FileNotFoundError(f"checkpoint {folder.parent} has no data iterator state")
+        if not isinstance(data_iter, TrainIterator):
+            raise ValueError(
+                f"checkpoint {folder.parent} was written by {saved[0].stem.split('-of-')[1]} "
+                f"process(es) and this job has {count}; only a training iterator "
+                "(mango_jax.data.make_iterator(..., train=True)) resumes on another process "
+                "count. Run with the original number of processes.")
+        return json.loads(saved[0].read_text())
 
     def wait(self) -> None:
         self.manager.wait_until_finished()

@@ -1,8 +1,9 @@
 """The training job: build, resume, train with periodic eval and checkpoints, report.
 
-Every process runs this; only process 0 prints and writes files. Each process reads its own
-shard of the data (`ShardByJaxProcess`) and the global batch is assembled from the
-process-local parts, so the same code runs on one CPU, a GPU box or a TPU pod slice.
+Every process runs this; only process 0 prints and writes files (checkpoints are written by
+all, through orbax). Each process reads its slice of every global batch (`data.make_iterator`)
+and the global batch is assembled from the process-local parts, so the same code runs on one
+CPU, a GPU box or a TPU pod slice, and the training data does not depend on the process count.
 """
 
 from __future__ import annotations
@@ -17,11 +18,13 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 from flax import nnx
+from jax.experimental import multihost_utils
 
 from mango_jax import data
 from mango_jax.metrics import make_evaluator
+from mango_jax.metrics.inception import make_fid_features_fn
 from mango_jax.model import MultimodalModel
-from mango_jax.train import plots
+from mango_jax.train import distributed, plots
 from mango_jax.train.checkpoint import Checkpointer
 from mango_jax.train.optim import make_optimizer
 from mango_jax.train.sharding import batch_sharding, global_batch, make_mesh, state_shardings
@@ -40,6 +43,16 @@ def is_main_process() -> bool:
 def log(message: str) -> None:
     if is_main_process():
         print(message, flush=True)
+
+
+def prepare_data(data_config) -> None:
+    """Prepares the dataset where it can be (mfeat): process 0 first, then, once it is done,
+    every other process, which finds it ready on a shared file system or prepares its own."""
+    if is_main_process():
+        data.ensure_prepared(data_config)
+    if jax.process_count() > 1:
+        multihost_utils.sync_global_devices("mango_jax: data prepared")
+        data.ensure_prepared(data_config)
 
 
 def total_steps(config, info) -> int:
@@ -76,11 +89,11 @@ class Trainer:
 
     def __init__(self, config, workdir: str):
         self.config, self.workdir = config, workdir
+        prepare_data(config.data)
         os.makedirs(workdir, exist_ok=True)
         if is_main_process():
             with open(os.path.join(workdir, "config.json"), "w") as f:
                 f.write(config.to_json_best_effort(indent=2))
-        data.ensure_prepared(config.data)
         self.info = data.dataset_info(config.data)
         self.steps = total_steps(config, self.info)
         self.mesh = make_mesh(config.mesh.fsdp)
@@ -91,7 +104,7 @@ class Trainer:
         optimizer = nnx.Optimizer(model, tx, wrt=nnx.Param)
         self.graphdef, state = nnx.split((model, optimizer))
         self.state_sharding = state_shardings(self.mesh, state)
-        self.state = jax.device_put(state, self.state_sharding)
+        self.state = distributed.place(state, self.state_sharding)
         step_config = StepConfig(task=self.info.task, ignore_index=self.info.ignore_index,
                                  compute_dtype=config.compute_dtype,
                                  grad_accum_steps=config.optimizer.grad_accum_steps)
@@ -101,8 +114,11 @@ class Trainer:
         self.train_step = make_train_step(self.graphdef, step_config, schedule, mesh=self.mesh,
                                           state_sharding=self.state_sharding,
                                           parallelism=config.parallelism)
+        features = (make_fid_features_fn(config.inception_weights)
+                    if config.get("inception_weights") else None)
         self.evaluator = make_evaluator(self.info.task, num_classes=self.info.num_classes,
-                                        ignore_index=self.info.ignore_index)
+                                        ignore_index=self.info.ignore_index,
+                                        fid_features_fn=features)
         self.eval_step = make_eval_step(self.graphdef, step_config, self.evaluator,
                                         state_sharding=self.state_sharding)
         self.train_iter = data.make_iterator(
@@ -224,7 +240,8 @@ def evaluate_and_report(trainer: Trainer, workdir: str, *, train_time: float | N
         "partitions": sorted({k.split("_")[0] for k in flow.block_pattern
                               if k.split("_")[0] in ("mmca", "imca", "lica")}) if flow else None,
         "latent_model": bool(config.model.latent_model),
-        "sources": list(config.data.modalities), "target": trainer.info.task,
+        "sources": list(config.data.modalities),
+        "target": config.data.get("target") or trainer.info.task,
         "params": trainer.param_counts["total"], "train_time_s": train_time,
         "steps": trainer.step, "config": json.loads(config.to_json_best_effort()),
     }
@@ -232,11 +249,16 @@ def evaluate_and_report(trainer: Trainer, workdir: str, *, train_time: float | N
         with open(os.path.join(workdir, "results.json"), "w") as f:
             json.dump(results, f, indent=2)
         plots.plot_curves(workdir, sorted(trainer.evaluator.finalize(trainer.evaluator.init())))
-        if fusion_name == "mango":
+    if fusion_name == "mango":
+        # Process 0 plots alone, so it computes on a host copy of parameters that may be split
+        # over every process's devices (gathering them is a collective: all processes call it).
+        graphdef, model_state = nnx.split(trainer.model)
+        model = nnx.merge(graphdef, distributed.host_copy(model_state))
+        if is_main_process():
             batch = next(iter(data.make_iterator(config.data, "val", batch_size=2, train=False,
                                                  seed=0, shard_by_process=False)))
-            plots.plot_attention(workdir, plots.attention_maps(
-                trainer.model, batch, flow.block_pattern))
+            plots.plot_attention(workdir, plots.attention_maps(model, batch,
+                                                               flow.block_pattern))
     return results
 
 

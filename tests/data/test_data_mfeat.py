@@ -224,20 +224,49 @@ def test_shards_of_two_processes_disjoint_and_cover(mfeat_cfg, split, batch_size
     assert shards[0] + shards[1] == Counter(_rows(full))
 
 
-def test_train_shards_disjoint(mfeat_cfg):
-    seen = []
-    for p in range(2):
-        it = data.make_iterator(
-            mfeat_cfg, "train", batch_size=30, train=True, seed=0, num_workers=0,
-            shard_options=grain.sharding.ShardOptions(shard_index=p, shard_count=2,
-                                                      drop_remainder=True),
-        )
-        batches = [next(it) for _ in range(20)]  # 600 = one shard epoch
-        seen.append(Counter(_rows({k: np.concatenate([b[k] for b in batches])
-                                   for k in ("pix", "fou")})))
-        assert sum(seen[-1].values()) == 600
+def _global_batches(cfg, processes, global_batch, n, state=None):
+    """The global batches that `processes` processes assemble: their slices side by side."""
+    its = [data.make_iterator(
+        cfg, "train", batch_size=global_batch // processes, train=True, seed=3, num_workers=0,
+        shard_options=grain.sharding.ShardOptions(shard_index=p, shard_count=processes))
+        for p in range(processes)]
+    if state is not None:
+        for it in its:
+            it.set_state(state)
+    parts = [[next(it) for _ in range(n)] for it in its]
+    states = [it.get_state() for it in its]
+    assert all(s == states[0] for s in states)  # one state for every process
+    return [{k: np.concatenate([part[i][k] for part in parts]) for k in parts[0][i]}
+            for i in range(n)], states[0]
+
+
+def test_train_batches_do_not_depend_on_the_process_count(mfeat_cfg):
+    # Process p of P reads rows [p*B, (p+1)*B) of the global batch (old behaviour: examples
+    # p, p+P, ... of the split, shuffled per process, so the global batches differed).
+    n = 25  # 25 * 60 examples: past the first epoch of 1,200
+    single, single_state = _global_batches(mfeat_cfg, 1, 60, n)
+    for processes in (2, 4):
+        batches, state = _global_batches(mfeat_cfg, processes, 60, n)
+        assert state == single_state
+        for a, b in zip(single, batches):
+            for k in a:
+                np.testing.assert_array_equal(a[k], b[k])
+    # The first 20 global batches are one epoch of the split, every example once.
+    epoch = {k: np.concatenate([b[k] for b in single[:20]]) for k in ("pix", "fou")}
     train, _ = eval_arrays(mfeat_cfg, "train")
-    assert seen[0] + seen[1] == Counter(_rows(train))
+    assert Counter(_rows(epoch)) == Counter(_rows(train))
+
+
+def test_train_state_resumes_on_another_process_count(mfeat_cfg):
+    expected, _ = _global_batches(mfeat_cfg, 1, 60, 23)
+    _, state = _global_batches(mfeat_cfg, 2, 60, 19)
+    resumed, _ = _global_batches(mfeat_cfg, 4, 60, 4, state=state)
+    for a, b in zip(expected[19:], resumed):
+        np.testing.assert_array_equal(a["pix"], b["pix"])
+        np.testing.assert_array_equal(a["label"], b["label"])
+    it = data.make_iterator(mfeat_cfg, "train", batch_size=32, train=True, seed=3, num_workers=0)
+    with pytest.raises(ValueError, match="same global batch_size"):
+        it.set_state(state)
 
 
 def test_multiprocess_workers_match_single_process(mfeat_cfg):

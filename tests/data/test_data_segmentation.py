@@ -199,6 +199,29 @@ def test_determinism_and_seed(nyu_folder):
     assert any(not np.array_equal(x["rgb"], z["rgb"]) for x, z in zip(a, c))
 
 
+def test_augmented_train_batches_do_not_depend_on_the_process_count(nyu_folder):
+    # The augmentation RNG follows the example and epoch, not the process or its position.
+    root, _ = nyu_folder
+    cfg = _cfg("nyudv2", root / "data")
+
+    def global_batches(processes):
+        its = [data.make_iterator(
+            cfg, "train", batch_size=6 // processes, train=True, seed=5, num_workers=0,
+            shard_options=grain.sharding.ShardOptions(shard_index=p, shard_count=processes))
+            for p in range(processes)]
+        parts = [[next(it) for _ in range(3)] for it in its]  # three epochs of 6 examples
+        return [{k: np.concatenate([part[i][k] for part in parts]) for k in ("rgb", "label")}
+                for i in range(3)]
+
+    single = global_batches(1)
+    for processes in (2, 3):
+        for a, b in zip(single, global_batches(processes)):
+            np.testing.assert_array_equal(a["rgb"], b["rgb"])
+            np.testing.assert_array_equal(a["label"], b["label"])
+    # Every epoch is reshuffled and re-augmented.
+    assert not np.array_equal(single[0]["rgb"], single[1]["rgb"])
+
+
 def _key(b, j):
     return b["label"][j].tobytes()
 
