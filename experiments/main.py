@@ -8,7 +8,7 @@ Resumes from the latest checkpoint in --workdir. A multi-process job (a TPU pod 
 `srun` step, several hosts named explicitly) runs the same command in every process, and each
 calls `jax.distributed.initialize()` first. TPU VMs and SLURM are detected; elsewhere add
 `--coordinator_address=host0:1234 --num_processes=2 --process_id=0` (1 on the other host).
-See docs/scaling.md.
+See README.md, "Multiple devices and TPU pods".
 """
 
 from __future__ import annotations
