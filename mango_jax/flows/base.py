@@ -27,6 +27,30 @@ def zero_logdet(x: jax.Array) -> jax.Array:
     return jnp.zeros(x.shape[:1], logdet_dtype(x.dtype))
 
 
+TRIANGULAR_LEAF = 16
+
+
+def solve_upper_triangular(a: jax.Array, b: jax.Array, *,
+                           leaf: int = TRIANGULAR_LEAF) -> jax.Array:
+    """`a⁻¹ b` for batches of upper-triangular `a: [..., n, n]` and `b: [..., n, k]`.
+
+    Recursive block back-substitution (the blocked algorithm of LAPACK's trsm) at full
+    precision: off-diagonal blocks are applied by matrix products and only diagonal blocks of
+    ≤ `leaf` rows go to `triangular_solve`. Same result to rounding as one solve, but XLA's CPU
+    solve of a batch runs at about 1 GFLOP/s once n ≥ 32, while this form runs at matmul speed
+    (measured 10-30× faster for `[16, 256, 256]` matrices with 48 right-hand sides).
+    """
+    n = a.shape[-1]
+    if n <= leaf:
+        with jax.default_matmul_precision("highest"):
+            return jax.lax.linalg.triangular_solve(a, b, left_side=True, lower=False)
+    h = n // 2
+    x2 = solve_upper_triangular(a[..., h:, h:], b[..., h:, :], leaf=leaf)
+    rest = b[..., :h, :] - jnp.matmul(a[..., :h, h:], x2, precision=HIGHEST)
+    x1 = solve_upper_triangular(a[..., :h, :h], rest, leaf=leaf)
+    return jnp.concatenate([x1, x2], axis=-2)
+
+
 class InvertibleLayer(nnx.Module):
     """Base class: subclasses implement `__call__` and `inverse` with the contract above."""
 
@@ -45,10 +69,45 @@ def _inverse(layer, y):
     return layer.inverse(y)
 
 
+def rematerialised(fn, layer, x):
+    """`fn(layer, x)`, keeping only `x` for the backward pass, which recomputes the rest.
+
+    Unlike `jax.checkpoint` / `nnx.remat`, this saves memory on XLA:CPU too: there the
+    optimisation barriers that keep the recomputation in place are removed before scheduling,
+    and the recomputation of every block is hoisted to the start of the backward pass, so a
+    remat step measured the same peak memory as a plain one. Here the recomputation reads `x`
+    through an exact `+ 0` that depends on the incoming cotangent (whether it holds a NaN), so
+    it cannot start before the backward pass reaches this layer, on any backend.
+
+    Gradients flow to `x` and the layer's `nnx.Param`s; `fn` may not update other state (flow
+    layers only read their parameters).
+    """
+    graphdef, params, rest = nnx.split(layer, nnx.Param, ...)
+
+    def apply(params, x):
+        return fn(nnx.merge(graphdef, params, rest), x)
+
+    @jax.custom_vjp
+    def run(params, x):
+        return apply(params, x)
+
+    def forward(params, x):
+        return apply(params, x), (params, x)
+
+    def backward(saved, cotangent):
+        params, x = saved
+        probe = sum(jnp.sum(c.astype(jnp.float32)) for c in jax.tree.leaves(cotangent))
+        x = x + jnp.isnan(probe).astype(x.dtype) * 0
+        return jax.vjp(apply, params, x)[1](cotangent)
+
+    run.defvjp(forward, backward)
+    return run(params, x)
+
+
 class Sequential(InvertibleLayer):
     """Composition `layers[-1] ∘ … ∘ layers[0]`; the inverse runs the layers in reverse.
 
-    With `remat=True` each child is rematerialised (`nnx.remat`), so a training step keeps
+    With `remat=True` each child is rematerialised (`rematerialised`), so a training step keeps
     only the child boundaries alive and recomputes the inside during the backward pass.
     """
 
@@ -57,11 +116,9 @@ class Sequential(InvertibleLayer):
         self.remat = remat
 
     def _run(self, fn, layers, x):
-        if self.remat:
-            fn = nnx.remat(fn)
         total = zero_logdet(x)
         for layer in layers:
-            x, logdet = fn(layer, x)
+            x, logdet = rematerialised(fn, layer, x) if self.remat else fn(layer, x)
             total = total + logdet.astype(total.dtype)
         return x, total
 

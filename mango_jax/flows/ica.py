@@ -29,7 +29,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from mango_jax.flows.base import HIGHEST, InvertibleLayer, logdet_dtype
+from mango_jax.flows.base import HIGHEST, InvertibleLayer, logdet_dtype, solve_upper_triangular
 
 
 def min_identity_for_depth(mixing_budget: float, num_ica_layers: int,
@@ -44,6 +44,44 @@ def min_identity_for_depth(mixing_budget: float, num_ica_layers: int,
     if mixing_budget <= 0:
         raise ValueError(f"ica_mixing_budget must be positive, got {mixing_budget}")
     return max(shallow_floor, 1.0 - mixing_budget / max(num_ica_layers, 1))
+
+
+def _mix(probs: jax.Array, a: jax.Array) -> jax.Array:
+    """`Ã = a I + (1 − a) S` for `S: [B, H, n, n]`, `a: [H]`."""
+    eye = jnp.eye(probs.shape[-1], dtype=probs.dtype)
+    return (1.0 - a)[:, None, None] * probs + a[:, None, None] * eye
+
+
+MAX_TOKEN_RUNS = 8
+
+
+def _runs(idx) -> list[tuple[int, int, int]]:
+    """A static index list as maximal strided runs `(start, stop, step)`, in order."""
+    idx = [int(i) for i in idx]
+    runs, i = [], 0
+    while i < len(idx):
+        j, step = i + 1, 1
+        if j < len(idx) and idx[j] > idx[i]:
+            step = idx[j] - idx[i]
+            while j < len(idx) and idx[j] - idx[j - 1] == step:
+                j += 1
+        runs.append((idx[i], idx[j - 1] + 1, step))
+        i = j
+    return runs
+
+
+def take_tokens(x: jax.Array, idx) -> jax.Array:
+    """`x[:, idx]` for a static index list `idx` into `x: [B, N, D]`.
+
+    The paper's partitions are a few contiguous (or even/odd) runs, which become slices and a
+    concatenation: free for XLA to fuse, and their gradient is a pad rather than the scatter-add
+    a gather turns into. Other index lists fall back to a gather.
+    """
+    runs = _runs(idx)
+    if len(runs) > MAX_TOKEN_RUNS:
+        return x[:, np.asarray(idx)]
+    parts = [x[:, start:stop:step] for start, stop, step in runs]
+    return parts[0] if len(parts) == 1 else jnp.concatenate(parts, axis=1)
 
 
 class ICA(InvertibleLayer):
@@ -75,48 +113,68 @@ class ICA(InvertibleLayer):
         self.mix_logit = nnx.Param(jnp.zeros((num_heads,), param_dtype))
 
     def _split(self, x):
-        return x[:, np.asarray(self.idx1)], x[:, np.asarray(self.idx2)]
+        return take_tokens(x, self.idx1), take_tokens(x, self.idx2)
 
     def _merge(self, x1, x2):
         order = np.argsort(np.concatenate([self.idx1, self.idx2]))
-        return jnp.concatenate([x1, x2], axis=1)[:, order]
+        return take_tokens(jnp.concatenate([x1, x2], axis=1), order)
 
     def _heads(self, x):
         return x.reshape(*x.shape[:2], self.num_heads, self.head_dim)
 
-    def attention(self, x1: jax.Array) -> jax.Array:
-        """The triangular matrices `A: [B, H, n, n]` (computed in ≥ float32) for `X1: [B, n, D]`."""
+    def _softmax(self, x1: jax.Array):
+        """`S: [B, H, n, n]` (≥ float32) and the identity weight `a: [H]`."""
         acc = logdet_dtype(x1.dtype)
         q = self.query_norm(self._heads(self.query(x1))).astype(acc)
         k = self.key_norm(self._heads(self.key(x1))).astype(acc)
         scale = jnp.exp(self.log_temperature[...].astype(acc))
         logits = jnp.einsum("bihd,bjhd->bhij", q, k, precision=HIGHEST) * scale[:, None, None]
         n = x1.shape[1]
-        upper = jnp.triu(jnp.ones((n, n), bool))
-        logits = jnp.where(upper, logits, -jnp.inf)
-        probs = jax.nn.softmax(logits, axis=-1)
+        logits = jnp.where(jnp.triu(jnp.ones((n, n), bool)), logits, -jnp.inf)
         floor = self.min_identity
         a = floor + (1.0 - floor) * jax.nn.sigmoid(self.mix_logit[...].astype(acc))
-        mixed = (1.0 - a)[:, None, None] * probs + a[:, None, None] * jnp.eye(n, dtype=acc)
-        row_norm = jnp.sqrt(jnp.sum(mixed * mixed, axis=-1, keepdims=True))
-        return mixed / row_norm
+        return jax.nn.softmax(logits, axis=-1), a
 
-    def _logdet(self, attn, dtype):
-        diag = jnp.diagonal(attn, axis1=-2, axis2=-1)
-        return self.head_dim * jnp.sum(jnp.log(diag), axis=(1, 2)).astype(logdet_dtype(dtype))
+    def attention(self, x1: jax.Array) -> jax.Array:
+        """The triangular matrices `A: [B, H, n, n]` (computed in ≥ float32) for `X1: [B, n, D]`."""
+        probs, a = self._softmax(x1)
+        mixed = _mix(probs, a)
+        return mixed / jnp.sqrt(jnp.sum(mixed * mixed, axis=-1, keepdims=True))
+
+    def _row_stats(self, probs, a):
+        """Row norms `r: [B, H, n]` of Ã and `log A_ii`, from S without forming Ã.
+
+        `r_i² = Σ_j ((1 − a) S_ij + a δ_ij)² = (1 − a)² Σ_j S_ij² + 2a(1 − a) S_ii + a²`, a sum
+        of non-negative terms (no cancellation), and `A_ii = ((1 − a) S_ii + a) / r_i`.
+        """
+        a, b = a[:, None], (1.0 - a)[:, None]
+        diag = jnp.diagonal(probs, axis1=-2, axis2=-1)
+        sq_norm = b * b * jnp.sum(probs * probs, axis=-1) + 2.0 * a * b * diag + a * a
+        return jnp.sqrt(sq_norm), jnp.log(b * diag + a) - 0.5 * jnp.log(sq_norm)
+
+    def _logdet(self, log_diag, dtype):
+        return self.head_dim * jnp.sum(log_diag, axis=(1, 2)).astype(logdet_dtype(dtype))
 
     def __call__(self, x):
+        """`Y2 = A X2` as `((1 − a) S X2 + a X2) / r`: the n×n matrix A is never formed, which
+        saves several passes over `[B, H, n, n]` in the forward and the backward pass."""
         x1, x2 = self._split(x)
-        attn = self.attention(x1)
-        y2 = jnp.einsum("bhij,bjhd->bihd", attn.astype(x2.dtype), self._heads(x2),
-                        precision=HIGHEST)
-        return self._merge(x1, y2.reshape(x2.shape)), self._logdet(attn, x.dtype)
+        probs, a = self._softmax(x1)
+        row_norm, log_diag = self._row_stats(probs, a)
+        x2h = self._heads(x2)
+        attended = jnp.einsum("bhij,bjhd->bihd", probs.astype(x2.dtype), x2h,
+                              precision=HIGHEST)
+        scale = jnp.transpose(1.0 / row_norm, (0, 2, 1))[..., None]
+        mixed = (1.0 - a)[:, None] * attended + a[:, None] * x2h
+        y2 = (mixed * scale).astype(x2.dtype).reshape(x2.shape)
+        return self._merge(x1, y2), self._logdet(log_diag, x.dtype)
 
     def inverse(self, y):
+        """`X2 = Ã⁻¹ (r ⊙ Y2)` by a blocked triangular solve at full precision."""
         y1, y2 = self._split(y)
-        attn = self.attention(y1)
-        rhs = jnp.transpose(self._heads(y2), (0, 2, 1, 3)).astype(attn.dtype)
-        with jax.default_matmul_precision("highest"):
-            x2 = jax.lax.linalg.triangular_solve(attn, rhs, left_side=True, lower=False)
+        probs, a = self._softmax(y1)
+        row_norm, log_diag = self._row_stats(probs, a)
+        rhs = jnp.transpose(self._heads(y2), (0, 2, 1, 3)).astype(probs.dtype)
+        x2 = solve_upper_triangular(_mix(probs, a), rhs * row_norm[..., None])
         x2 = jnp.transpose(x2, (0, 2, 1, 3)).reshape(y2.shape).astype(y2.dtype)
-        return self._merge(y1, x2), -self._logdet(attn, y.dtype)
+        return self._merge(y1, x2), -self._logdet(log_diag, y.dtype)
