@@ -1,0 +1,360 @@
+"""Speed and memory of MANGO against a plain pre-LN transformer fusion, measured in one run.
+
+    python -m experiments.bench --preset=paper_nyudv2          # the paper's NYUDv2 setting
+    python -m experiments.bench --preset=small                 # a one-minute smoke run
+    python -m experiments.bench --config=experiments/nyudv2.py # any MANGO experiment config
+
+Prints tables and writes `benchmarks/<setting>_<platform>.json` and a sweep plot beside it:
+- per example at batch 1: parameters and forward FLOPs, next to the paper's Table 8;
+- the train step (the project's `make_train_step`) of MANGO, MANGO with remat per block, and
+  the transformer baseline (same encoders, head, width, token count, depth and heads): FLOPs,
+  lower and compile time, step time (median after warm-up, the three timed in turn so load
+  hits them alike), examples/s, achieved FLOP/s, peak memory, and the ratios;
+- G's forward and inverse time and the round trip's error;
+- a token-count sweep (tokens per modality, encoders reduced to their tokenizers, G and the
+  transformer at `--sweep_blocks`): step time and peak memory against N;
+- the issue's bars, met or not.
+"""
+
+from __future__ import annotations
+
+import datetime
+import gc
+import importlib.metadata
+import os
+import platform
+import sys
+
+import jax
+import numpy as np
+from absl import app, flags
+from ml_collections import config_flags
+
+from mango_jax.bench import report, subjects
+from mango_jax.bench.timing import load_average, round_robin
+from mango_jax.bench.xla import Memory
+from mango_jax.model import token_counts
+
+_CONFIG = config_flags.DEFINE_config_file("config", None, "MANGO experiment config file[:args].",
+                                          lock_config=False)
+_PRESET = flags.DEFINE_enum("preset", None, list(subjects.PRESETS),
+                            "Built-in setting, used when --config is not given.")
+_OUT = flags.DEFINE_string("out", None, "JSON path (default benchmarks/<setting>_<platform>.json).")
+_ROUNDS = flags.DEFINE_integer("rounds", 10, "Timed steps per measurement (median of these).")
+_WARMUP = flags.DEFINE_integer("warmup", 2, "Untimed steps before them.")
+_BATCH = flags.DEFINE_integer("batch_size", None, "Batch of the timed steps (default: setting's).")
+_DTYPE = flags.DEFINE_enum("compute_dtype", None, ["float32", "bfloat16"],
+                           "Compute dtype (default: setting's; bfloat16 on GPU).")
+_SWEEP = flags.DEFINE_list("sweep", None, "Tokens per modality of the sweep (default: setting's; "
+                           "'none' skips it).")
+_SWEEP_BLOCKS = flags.DEFINE_integer("sweep_blocks", None, "Flow blocks / transformer layers "
+                                     "in the sweep (default: setting's).")
+
+GPU_TARGET = 0.35
+
+
+def log(message: str) -> None:
+    print(message, flush=True)
+
+
+def _spec() -> subjects.Spec:
+    if _CONFIG.value is not None:
+        path = flags.FLAGS["config"].config_filename
+        name = os.path.splitext(os.path.basename(path.split(":")[0]))[0]
+        spec = subjects.from_experiment(_CONFIG.value, name)
+    elif _PRESET.value is not None:
+        spec = subjects.preset(_PRESET.value)
+    else:
+        raise app.UsageError(f"pass --config=experiments/<name>.py[:args] or "
+                             f"--preset={'|'.join(subjects.PRESETS)}")
+    if _BATCH.value:
+        spec.batch_size = _BATCH.value
+    if _DTYPE.value:
+        spec.compute_dtype = _DTYPE.value
+    if _SWEEP.value is not None:
+        spec.sweep_tokens = () if _SWEEP.value == ["none"] else tuple(int(n) for n in _SWEEP.value)
+    if _SWEEP_BLOCKS.value:
+        spec.sweep_blocks = _SWEEP_BLOCKS.value
+    return spec
+
+
+def _cpu_name() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _meta(spec: subjects.Spec) -> dict:
+    device = jax.devices()[0]
+    gpu = device.platform == "gpu"
+    versions = {p: importlib.metadata.version(p) for p in ("jax", "jaxlib", "flax", "optax")}
+    return {
+        "command": " ".join(["python -m experiments.bench", *sys.argv[1:]]),
+        "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        "setting": spec.name,
+        "device": {"platform": device.platform, "kind": device.device_kind,
+                   "count": jax.device_count()},
+        "gpu": ("measured on " + device.device_kind) if gpu else
+               "no GPU was available to this run: every figure is from the CPU backend",
+        "cpu": {"name": _cpu_name(), "cores": os.cpu_count()},
+        "versions": versions,
+        "xla_flags": os.environ.get("XLA_FLAGS", ""),
+        "load_average": {"start": load_average()},
+        "batch_size": spec.batch_size, "compute_dtype": spec.compute_dtype,
+        "rounds": _ROUNDS.value, "warmup": _WARMUP.value,
+        "dataset": {"name": spec.info.name, "task": spec.info.task,
+                    "modalities": {m: list(spec.info.modality_shapes[m])
+                                   for m in spec.modalities}},
+        "model_config": spec.model.to_dict(),
+        "notes": spec.notes,
+        "definitions": {
+            "flops": "XLA cost analysis of the compiled program, 2 per multiply-add, plus the "
+                     "analytic cost of triangular solves (custom calls XLA does not count); "
+                     "gmacs = gflops / 2. Remat's recomputation is included where it runs.",
+            "step_time": "wall time of one call until every output is ready; median over "
+                         "`rounds` calls after `warmup`; candidates timed in turn (round-robin)",
+            "peak_memory": Memory.__doc__.split("\n\n")[1].replace("\n    ", " ").strip(),
+            "achieved_gflops_per_s": "train_step_gflops / median step time",
+            "dispatch": "time until a call returned, before its outputs were ready: the host "
+                        "cost of launching a step (an upper bound on CPU, where XLA may start "
+                        "running the program before the call returns)",
+        },
+    }
+
+
+def _copy_forward(record: dict) -> dict:
+    keys = ("params_m", "params_m_by_part", "forward_gflops", "forward_gmacs")
+    return {k: record[k] for k in keys}
+
+
+def measure_models(spec: subjects.Spec) -> dict:
+    """Per-example accounting, train steps of the three models, and G's inverse."""
+    model = spec.model.copy_and_resolve_references()
+    built = {}
+    for name, remat in (("mango", False), ("mango_remat", True)):
+        model.fusion.flow.remat = remat
+        built[name] = model.copy_and_resolve_references()
+    built["transformer"] = subjects.transformer_config(model)
+    subs = {}
+    for name, config in built.items():
+        log(f"building {name}")
+        subs[name] = subjects.Subject(config, spec.info, spec.modalities, spec.optimizer,
+                                      compute_dtype=spec.compute_dtype)
+
+    records = {}
+    for name in ("mango", "transformer"):
+        log(f"compiling the batch-1 forward pass of {name}")
+        records[name] = report.forward_record(subs[name].params,
+                                              subs[name].forward_program(subs[name].batch(1)))
+    records["mango_remat"] = _copy_forward(records["mango"])
+
+    batch = subs["mango"].batch(spec.batch_size)
+    programs = {}
+    for name, sub in subs.items():
+        log(f"compiling the train step of {name}")
+        programs[name] = sub.train_program(batch)
+        log(f"  {programs[name].compile_s:.1f} s, {report.fmt(programs[name].flops / 1e9)} "
+            f"GFLOP, peak {programs[name].memory.peak / report.MIB:,.0f} MiB")
+
+    load_before = load_average()
+    log(f"timing train steps ({_WARMUP.value} + {_ROUNDS.value} rounds, load {load_before})")
+    timings = round_robin({n: subs[n].stepper(programs[n], batch) for n in subs},
+                          rounds=_ROUNDS.value, warmup=_WARMUP.value)
+    for name in subs:
+        records[name].update(report.train_record(programs[name], timings[name], spec.batch_size))
+    del programs
+    gc.collect()
+
+    log("compiling G and G⁻¹")
+    forward, inverse, params, x = subs["mango"].flow_programs(spec.batch_size)
+    z, logdet = forward.compiled(params, x)
+    x_rec, logdet_inv = inverse.compiled(params, z)
+    error = float(np.linalg.norm(np.asarray(x_rec, np.float64) - np.asarray(x, np.float64))
+                  / np.linalg.norm(np.asarray(x, np.float64)))
+    flow_times = round_robin({"forward": lambda: forward.compiled(params, x),
+                              "inverse": lambda: inverse.compiled(params, z)},
+                             rounds=_ROUNDS.value, warmup=_WARMUP.value)
+    flow_config = spec.model.fusion.flow
+    inverse_record = {
+        "size": {"batch_size": spec.batch_size, "tokens": list(subs["mango"].tokens),
+                 "dim": subs["mango"].dim, "num_blocks": flow_config.num_blocks,
+                 "num_heads": flow_config.num_heads, "dtype": spec.compute_dtype},
+        "forward": {**flow_times["forward"].as_dict(), "gflops": forward.flops / 1e9,
+                    "compile_s": forward.compile_s},
+        "inverse": {**flow_times["inverse"].as_dict(), "gflops": inverse.flops / 1e9,
+                    "compile_s": inverse.compile_s},
+        "inverse_over_forward": flow_times["inverse"].median / flow_times["forward"].median,
+        "relative_reconstruction_error": error,
+        "max_logdet_mismatch": float(np.max(np.abs(np.asarray(logdet) + np.asarray(logdet_inv)))),
+    }
+    out = {"train": records,
+           "ratios": {"mango / transformer": report.ratios(records["mango"],
+                                                           records["transformer"]),
+                      "mango_remat / transformer": report.ratios(records["mango_remat"],
+                                                                 records["transformer"]),
+                      "mango_remat / mango": report.ratios(records["mango_remat"],
+                                                           records["mango"])},
+           "inverse": inverse_record, "load_before_timing": load_before}
+    if spec.info.name == "nyudv2" and spec.info.modality_shapes["rgb"][:2] == (256, 256):
+        out["table8"] = subjects.TABLE8
+    return out
+
+
+def measure_sweep(spec: subjects.Spec) -> dict:
+    """Train-step time and peak memory of MANGO and the transformer for each token count."""
+    points = []
+    for tokens in spec.sweep_tokens:
+        info, model = subjects.with_tokens(spec.info, spec.modalities, spec.model, tokens)
+        model.fusion.flow.update(num_blocks=spec.sweep_blocks, remat=False)
+        configs = {"mango": model, "transformer": subjects.transformer_config(model)}
+        subs = {n: subjects.Subject(c, info, spec.modalities, spec.optimizer,
+                                    compute_dtype=spec.compute_dtype) for n, c in configs.items()}
+        batch = subs["mango"].batch(spec.batch_size)
+        programs = {n: s.train_program(batch) for n, s in subs.items()}
+        log(f"sweep N={tokens}: compiled, timing (load {load_average()})")
+        timings = round_robin({n: subs[n].stepper(programs[n], batch) for n in subs},
+                              rounds=_ROUNDS.value, warmup=_WARMUP.value)
+        point = {"tokens_per_modality": tokens}
+        for name in subs:
+            point[name] = {"params_m": subs[name].params["total"] / 1e6,
+                           **report.train_record(programs[name], timings[name],
+                                                 spec.batch_size)}
+        log(f"  mango {point['mango']['step']['median_ms']:,.0f} ms "
+            f"{point['mango']['peak_mib']:,.0f} MiB | transformer "
+            f"{point['transformer']['step']['median_ms']:,.0f} ms "
+            f"{point['transformer']['peak_mib']:,.0f} MiB")
+        points.append(point)
+        del subs, programs
+        gc.collect()
+    return {"num_blocks": spec.sweep_blocks, "latent_model": False,
+            "note": "encoders reduced to their tokenizers; images resized to an h x w patch "
+                    "grid with h * w = N", "points": points}
+
+
+def bars(results: dict, spec: subjects.Spec) -> list[dict]:
+    train, inv = results["train"], results["inverse"]
+    blocks = spec.model.fusion.flow.num_blocks
+    out = [report.bar(
+        "train step achieved FLOP/s, MANGO / transformer (whole model)",
+        results["ratios"]["mango / transformer"]["achieved_gflops_per_s"], 0.7)]
+    same_n = [p for p in results.get("sweep", {}).get("points", [])
+              if p["tokens_per_modality"] == subjects_tokens(spec)]
+    if same_n:
+        point = same_n[0]
+        out.append(report.bar(
+            "train step achieved FLOP/s, MANGO / transformer (fusion only)",
+            report.ratios(point["mango"], point["transformer"])["achieved_gflops_per_s"], 0.7,
+            note=f"sweep point N={point['tokens_per_modality']}, "
+                 f"{results['sweep']['num_blocks']} blocks"))
+    out.append(report.bar("G inverse time / G forward time", inv["inverse_over_forward"], 2.0,
+                          at_most=True, note=f"L={blocks}, D={inv['size']['dim']}, "
+                          f"N={sum(inv['size']['tokens'])}"))
+    peak, peak_remat = train["mango"]["peak_mib"], train["mango_remat"]["peak_mib"]
+    out.append(report.bar("train step peak memory saved by remat", 1.0 - peak_remat / peak, 0.4,
+                          note=f"L={blocks}"))
+    device = results["meta"]["device"]
+    gpu_peak = report.gpu_peak_tflops(device["kind"]) if device["platform"] == "gpu" else None
+    value = None if gpu_peak is None else (
+        train["mango"]["achieved_gflops_per_s"] / (1e3 * gpu_peak))
+    out.append(report.bar("train step FLOP/s / GPU bf16 peak", value, GPU_TARGET,
+                          note="no GPU in this run" if device["platform"] != "gpu" else
+                          f"peak {gpu_peak} TFLOP/s ({device['kind']})"))
+    return out
+
+
+def subjects_tokens(spec: subjects.Spec) -> int:
+    """Tokens per modality the setting's model sees (the sweep point that matches it)."""
+    return token_counts(spec.model, spec.info, spec.modalities)[0]
+
+
+def print_tables(results: dict) -> None:
+    train = results["train"]
+    names = ("mango", "mango_remat", "transformer")
+    if "table8" in results:
+        t8 = results["table8"]
+        log("\nPer example (batch 1) beside the paper's Table 8 (its GFLOPs = multiply-adds):")
+        log(report.table(
+            ["", "MANGO (ours)", "transformer (ours)", "T8 MANGO", "T8 GeminiFusion",
+             "T8 TokenFusion"],
+            [["params (M)", train["mango"]["params_m"], train["transformer"]["params_m"],
+              *(t8[m]["params_m"] for m in ("MANGO", "GeminiFusion", "TokenFusion"))],
+             ["forward GMACs", train["mango"]["forward_gmacs"],
+              train["transformer"]["forward_gmacs"],
+              *(t8[m]["gflops"] for m in ("MANGO", "GeminiFusion", "TokenFusion"))],
+             ["forward GFLOP (2/MAC)", train["mango"]["forward_gflops"],
+              train["transformer"]["forward_gflops"], None, None, None]]))
+    meta = results["meta"]
+    log(f"\nTrain step, batch {meta['batch_size']}, {meta['compute_dtype']}, "
+        f"{meta['device']['kind']} ({meta['cpu']['cores']} cores):")
+    ratio = results["ratios"]["mango / transformer"]
+    rows = []
+    for key, label in report.RATIO_KEYS:
+        rows.append([label, *(report.figure(train[n], key) for n in names), ratio[key]])
+    rows.insert(5, ["step ms (min)", *(train[n]["step"]["min_ms"] for n in names), None])
+    rows.insert(6, ["dispatch ms", *(train[n]["step"]["dispatch_median_ms"] for n in names),
+                    None])
+    rows.append(["lower s", *(train[n]["lower_s"] for n in names), None])
+    log(report.table(["", *names, "mango / transformer"], rows))
+    inv = results["inverse"]
+    log(f"\nG (L={inv['size']['num_blocks']}, D={inv['size']['dim']}, "
+        f"N={sum(inv['size']['tokens'])}, batch {inv['size']['batch_size']}):")
+    log(report.table(["", "forward", "inverse"],
+                     [["median ms", inv["forward"]["median_ms"], inv["inverse"]["median_ms"]],
+                      ["GFLOP", inv["forward"]["gflops"], inv["inverse"]["gflops"]],
+                      ["compile s", inv["forward"]["compile_s"], inv["inverse"]["compile_s"]]]))
+    log(f"inverse / forward {inv['inverse_over_forward']:.2f}; relative reconstruction error "
+        f"{inv['relative_reconstruction_error']:.1e}")
+    if "sweep" in results:
+        sweep = results["sweep"]
+        log(f"\nToken sweep (blocks: {sweep['num_blocks']}, tokenizer-only encoders):")
+        log(report.table(
+            ["N", "MANGO ms", "transformer ms", "ratio", "MANGO MiB", "transformer MiB",
+             "MANGO GFLOP/s", "transformer GFLOP/s"],
+            [[str(p["tokens_per_modality"]), p["mango"]["step"]["median_ms"],
+              p["transformer"]["step"]["median_ms"],
+              p["mango"]["step"]["median_ms"] / p["transformer"]["step"]["median_ms"],
+              p["mango"]["peak_mib"], p["transformer"]["peak_mib"],
+              p["mango"]["achieved_gflops_per_s"], p["transformer"]["achieved_gflops_per_s"]]
+             for p in sweep["points"]]))
+    log("\nBars:")
+    log(report.table(["", "value", "target", "met", "note"],
+                     [[b["name"], b["value"], b["target"], b["met"], b["note"]]
+                      for b in results["bars"]]))
+    log(f"\nload average: {meta['load_average']}")
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    spec = _spec()
+    if _ROUNDS.value < 10:
+        log(f"warning: --rounds={_ROUNDS.value}; the issue asks for the median of at least 10")
+    results = {"meta": _meta(spec)}
+    log(f"bench {spec.name} on {results['meta']['device']['kind']}; "
+        f"load {results['meta']['load_average']['start']}")
+    results.update(measure_models(spec))
+    results["meta"]["load_average"]["before_timing"] = results.pop("load_before_timing")
+    if spec.sweep_tokens:
+        results["sweep"] = measure_sweep(spec)
+    results["meta"]["load_average"]["end"] = load_average()
+    results["bars"] = bars(results, spec)
+    print_tables(results)
+    out = _OUT.value or os.path.join(
+        "benchmarks", f"{spec.name}_{results['meta']['device']['platform']}.json")
+    report.write_json(out, results)
+    log(f"\nwrote {out}")
+    if spec.sweep_tokens:
+        plot = os.path.splitext(out)[0] + "_sweep.png"
+        report.plot_sweep(results["sweep"]["points"], plot,
+                          f"{spec.name}: train step vs tokens per modality "
+                          f"(blocks: {spec.sweep_blocks}, {results['meta']['device']['kind']})")
+        log(f"wrote {plot}")
+
+
+if __name__ == "__main__":
+    app.run(main)
