@@ -146,4 +146,4 @@ class FlowPPTest(chex.TestCase, parameterized.TestCase):
                              [ActNorm, ChannelMixLU, flowpp.MixtureLogisticCoupling])
             self.assertEqual(blk.layers[2].moved, flows.realnvp.channel_partition(D, b)[1])
         with self.assertRaisesRegex(ValueError, "divisible"):
-            flows.build(small_config(coupling_hidden=15), rngs=nnx.Rngs(0))
+            flows.build(small_config(flowpp_width=15), rngs=nnx.Rngs(0))
