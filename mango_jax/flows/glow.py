@@ -73,18 +73,15 @@ def glow_step(config, block: int, step: int, *, rngs: nnx.Rngs,
                              param_dtype=param_dtype)]
 
 
-def glow_block(config, block: int, *, rngs: nnx.Rngs, param_dtype) -> list[InvertibleLayer]:
-    """The layers of `config.glow_steps_per_block` Glow steps."""
-    if config.glow_steps_per_block < 1:
-        raise ValueError(f"glow_steps_per_block must be ≥ 1, got {config.glow_steps_per_block}")
-    return [layer for step in range(config.glow_steps_per_block)
-            for layer in glow_step(config, block, step, rngs=rngs, param_dtype=param_dtype)]
-
-
 def make_block(config, block: int, tokens: tuple[int, int], *, rngs: nnx.Rngs,
                param_dtype) -> Sequential:
+    """`config.glow_steps_per_block` Glow steps."""
     del tokens  # Glow's step is token-count agnostic.
-    return Sequential(glow_block(config, block, rngs=rngs, param_dtype=param_dtype))
+    if config.glow_steps_per_block < 1:
+        raise ValueError(f"glow_steps_per_block must be ≥ 1, got {config.glow_steps_per_block}")
+    return Sequential([layer for step in range(config.glow_steps_per_block)
+                       for layer in glow_step(config, block, step, rngs=rngs,
+                                              param_dtype=param_dtype)])
 
 
 def initialize_actnorms(flow: InvertibleLayer, x: jax.Array) -> jax.Array:

@@ -22,7 +22,7 @@ N = sum(TOKENS)
 def small_config(**overrides):
     config = flows.default_config()
     config.update(layer="attnflow", num_blocks=2, dim=D, num_heads=HEADS,
-                  tokens_per_modality=TOKENS, coupling_hidden=16, glow_steps_per_block=1)
+                  tokens_per_modality=TOKENS, coupling_hidden=16)
     config.update(overrides)
     return config
 
@@ -48,8 +48,8 @@ def perturbed_flow():
 def layer_of(name):
     """A perturbed iMap or iTrans of block 0 or 1, or a whole block."""
     flow = perturbed_flow()
-    return {"imap0": flow.layers[0].layers[-2], "imap1": flow.layers[1].layers[-2],
-            "itrans0": flow.layers[0].layers[-1], "itrans1": flow.layers[1].layers[-1],
+    return {"imap0": flow.layers[0].layers[1], "imap1": flow.layers[1].layers[1],
+            "itrans0": flow.layers[0].layers[2], "itrans1": flow.layers[1].layers[2],
             "block": flow.layers[1]}[name]
 
 
@@ -75,7 +75,7 @@ class AttnFlowTest(chex.TestCase, parameterized.TestCase):
         chex.assert_trees_all_close(logdet_inv, -logdet, atol=1e-5)
         chex.assert_trees_all_close(fwd(state, inv(state, x)[0])[0], x, atol=1e-5)
 
-    @parameterized.parameters("imap0", "itrans1", "block")  # the block has imap1 and itrans0
+    @parameterized.parameters("imap0", "itrans1", "block")  # block 1 has imap1 and itrans0
     def test_logdet_equals_brute_force(self, name):
         assert_logdet_matches(layer_of(name), inputs())
 
@@ -135,14 +135,16 @@ class AttnFlowTest(chex.TestCase, parameterized.TestCase):
         self.assertGreater(sum(float(jnp.abs(g).sum()) for g in jax.tree.leaves(grads[0])), 0)
 
     def test_build_gives_num_blocks(self):
-        config = small_config(num_blocks=3, glow_steps_per_block=2)
+        config = small_config(num_blocks=3)
         flow = flows.build(config, rngs=nnx.Rngs(0))
         self.assertLen(flow.layers, 3)
         for b, blk in enumerate(flow.layers):
-            imap, itrans = blk.layers[-2:]
-            self.assertLen(blk.layers, 3 * 2 + 2)
+            actnorm, imap, itrans, coupling = blk.layers
+            self.assertIsInstance(actnorm, flows.ActNorm)
             self.assertIsInstance(imap, attnflow.IMap)
             self.assertIsInstance(itrans, attnflow.ITrans)
+            self.assertIsInstance(coupling, flows.realnvp.PartitionedCoupling)
             self.assertEqual((imap.parity, itrans.parity), (b % 2, (b + 1) % 2))
+            self.assertEqual(coupling.cond, flows.realnvp.channel_partition(D, b)[0])
         flow = checks.perturb(flow, jax.random.key(2))
         self.assertLess(checks.relative_reconstruction_error(flow, inputs(), jit=False), 1e-5)

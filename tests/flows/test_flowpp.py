@@ -23,7 +23,7 @@ B, M, D, HEADS = 2, 6, 12, 2
 def small_config(**overrides):
     config = flows.default_config()
     config.update(layer="flowpp", num_blocks=2, dim=D, num_heads=HEADS,
-                  tokens_per_modality=(M, M), coupling_hidden=16)
+                  tokens_per_modality=(M, M), coupling_hidden=16, flowpp_width=8)
     config.update(overrides)
     return config
 
