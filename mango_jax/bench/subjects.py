@@ -196,7 +196,7 @@ class Subject:
         self.params = parameter_counts(model)
         self.tokens = model_lib.token_counts(model_config, info, self.modalities)
         self.dim = int(model_config.dim)
-        self.flow = getattr(model.fusion, "flow", None)
+        self.has_flow = hasattr(model.fusion, "flow")
         tx, schedule = optim.make_optimizer(optimizer_config, total_steps=10_000)
         self.graphdef, state = nnx.split((model, nnx.Optimizer(model, tx, wrt=nnx.Param)))
         self.mesh = make_mesh(1)
@@ -237,7 +237,7 @@ class Subject:
     def flow_programs(self, batch_size: int, seed: int = 0):
         """`(forward, inverse, params, x)`: G and G⁻¹ jitted over G's parameters in the compute
         dtype, and unit-variance tokens `x: [B, M + K, D]` (the scale `fixed_scale` gives)."""
-        if self.flow is None:
+        if not self.has_flow:
             raise ValueError("this subject has no flow (its fusion is not MANGO)")
         model, _ = nnx.merge(self.graphdef, self.state)
         graphdef, params = nnx.split(checks.cast_floats(model.fusion.flow, self.compute_dtype))

@@ -77,7 +77,11 @@ def test_train_record_derives_throughput_from_the_median():
     assert record["step"]["min_ms"] == pytest.approx(500.0)
     assert record["examples_per_s"] == pytest.approx(4 / 1.5)
     assert record["achieved_gflops_per_s"] == pytest.approx(4.0)
+    assert record["model_gflops_per_s"] == pytest.approx(4.0)
     assert record["peak_mib"] == pytest.approx(5.0)
+    remat = report.train_record(program, steps, batch_size=4, model_flops=4.5e9)
+    assert remat["achieved_gflops_per_s"] == pytest.approx(4.0)
+    assert remat["model_gflops_per_s"] == pytest.approx(3.0)
 
 
 def test_ratios_and_bars():
