@@ -39,16 +39,19 @@ flags.mark_flags_as_required(["config"])
 
 
 def format_comparison(all_results: dict[str, dict], split: str = "test") -> str:
-    """One row per method: the split's metrics, parameters and training time."""
-    names = sorted({k for r in all_results.values() for k in r[split] if "/" not in k
-                    and "loss" not in k and k != "nll_bpd"})
-    header = f"{'method':<16}" + "".join(f"{n:>12}" for n in names) + \
+    """One row per method: the split's task metrics (those every method reports; a method's own
+    diagnostics stay in its results.json), parameters and training time."""
+    reported = [{k for k in r[split] if "/" not in k and "loss" not in k and k != "nll_bpd"}
+                for r in all_results.values()]
+    names = sorted(set.intersection(*reported))
+    widths = [max(12, len(n) + 2) for n in names]
+    header = f"{'method':<16}" + "".join(f"{n:>{w}}" for n, w in zip(names, widths)) + \
         f"{'params':>12}{'train s':>10}"
     lines = [f"{split} split", header]
     for method, results in all_results.items():
         meta = results["meta"]
-        lines.append(f"{method:<16}" + "".join(f"{results[split].get(n, float('nan')):>12.4f}"
-                                               for n in names)
+        lines.append(f"{method:<16}" + "".join(f"{results[split][n]:>{w}.4f}"
+                                               for n, w in zip(names, widths))
                      + f"{meta['params']:>12,}{meta['train_time_s'] or 0:>10.1f}")
     return "\n".join(lines)
 

@@ -33,7 +33,7 @@ Inverse: `z = (y − b) e^{−a}`, then `g(x) = z` by Newton's method safeguarde
 (`solve_mixture_logit`). The bracket is exact: every σ(t_k) equals σ(z) at `r_k = μ_k + z e^{s_k}`,
 so `g ≤ z` at `min_k r_k` and `g ≥ z` at `max_k r_k`. Iteration stops once every entry's last
 step is below `flowpp_inverse_tolerance · max(|x|, 1)` (≤ 1e-6 relative) or after
-`flowpp_inverse_max_iterations`. Measured at the paper's size in float32: ITERATIONS.
+`flowpp_inverse_max_iterations`.
 """
 
 from __future__ import annotations

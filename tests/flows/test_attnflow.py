@@ -3,11 +3,13 @@
 import functools
 
 import chex
+import flowtest
 import jax
 import jax.numpy as jnp
 import numpy as np
 from absl.testing import parameterized
 from flax import nnx
+from flowtest import assert_logdet_matches
 
 from mango_jax import flows
 from mango_jax.flows import attnflow, checks
@@ -20,24 +22,12 @@ N = sum(TOKENS)
 
 
 def small_config(**overrides):
-    config = flows.default_config()
-    config.update(layer="attnflow", num_blocks=2, dim=D, num_heads=HEADS,
-                  tokens_per_modality=TOKENS, coupling_hidden=16)
-    config.update(overrides)
-    return config
+    return flowtest.small_config(
+        **{"layer": "attnflow", "num_heads": HEADS, "tokens_per_modality": TOKENS, **overrides})
 
 
 def inputs(seed=1):
     return jax.random.normal(jax.random.key(seed), (B, N, D))
-
-
-def assert_logdet_matches(layer, x):
-    ref = checks.brute_force_logdet(layer, x)
-    with jax.enable_x64(True):
-        ours = np.asarray(checks.cast_floats(layer, jnp.float64)(
-            jnp.asarray(np.asarray(x, np.float64)))[1])
-    np.testing.assert_allclose(ours, ref, rtol=1e-6, atol=1e-6)
-    np.testing.assert_allclose(np.asarray(layer(x)[1]), ref, rtol=1e-5, atol=1e-5)
 
 
 @functools.cache
@@ -64,16 +54,8 @@ class AttnFlowTest(chex.TestCase, parameterized.TestCase):
     @parameterized.parameters("imap0", "itrans1", "block")
     def test_round_trip_both_ways(self, name):
         layer = layer_of(name)
-        graph, state = nnx.split(layer)
-        fwd = self.variant(lambda s, x: nnx.merge(graph, s)(x))
-        inv = self.variant(lambda s, y: nnx.merge(graph, s).inverse(y))
         x = inputs()
-        y, logdet = fwd(state, x)
-        x_rec, logdet_inv = inv(state, y)
-        chex.assert_shape(logdet, (B,))
-        chex.assert_trees_all_close(x_rec, x, atol=1e-5)
-        chex.assert_trees_all_close(logdet_inv, -logdet, atol=1e-5)
-        chex.assert_trees_all_close(fwd(state, inv(state, x)[0])[0], x, atol=1e-5)
+        flowtest.assert_round_trip(self.variant, layer, x, logdet_atol=1e-5)
 
     @parameterized.parameters("imap0", "itrans1", "block")  # block 1 has imap1 and itrans0
     def test_logdet_equals_brute_force(self, name):
@@ -116,23 +98,10 @@ class AttnFlowTest(chex.TestCase, parameterized.TestCase):
 
     def test_batch_elements_are_independent(self):
         layer = layer_of("block")
-        x = inputs()
-        y, logdet = layer(x)
-        y2, logdet2 = layer(x.at[1].set(3.0 * x[1] + 1.0))
-        chex.assert_trees_all_close(y2[0], y[0], atol=1e-6)
-        chex.assert_trees_all_close(logdet2[0], logdet[0], atol=1e-6)
+        flowtest.assert_batch_independent(layer, inputs())
 
     def test_gradients_are_finite(self):
-        graph, params, rest = nnx.split(layer_of("block"), nnx.Param, ...)
-
-        def loss(params, x):
-            y, logdet = nnx.merge(graph, params, rest)(x)
-            return jnp.mean(y ** 2) - jnp.mean(logdet)
-
-        grads = jax.jit(jax.grad(loss, argnums=(0, 1)))(params, inputs())
-        for leaf in jax.tree.leaves(grads):
-            self.assertTrue(bool(jnp.all(jnp.isfinite(leaf))))
-        self.assertGreater(sum(float(jnp.abs(g).sum()) for g in jax.tree.leaves(grads[0])), 0)
+        flowtest.assert_gradients_finite(layer_of("block"), inputs())
 
     def test_build_gives_num_blocks(self):
         config = small_config(num_blocks=3)

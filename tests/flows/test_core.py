@@ -1,12 +1,14 @@
 """Flow core: exact inverse and log-det of every MANGO layer kind, against float64 references."""
 
 import chex
+import flowtest
 import jax
 import jax.numpy as jnp
 import numpy as np
 import scipy.stats
 from absl.testing import parameterized
 from flax import nnx
+from flowtest import HEADS, B, D, M, assert_logdet_matches, inputs, small_config
 
 from mango_jax import flows
 from mango_jax.flows import checks
@@ -14,18 +16,8 @@ from mango_jax.flows.ica import ICA, min_identity_for_depth
 from mango_jax.flows.lica import TokenMixLU
 from mango_jax.flows.partitions import partition
 
-# Sizes where D, D/heads and the half token count all differ.
-B, M, D, HEADS = 2, 6, 12, 2
 KINDS = ("mmca_ab", "mmca_ba", "imca_1", "imca_2", "imca_3", "imca_4", "lica", "coupling",
          "actnorm")
-
-
-def small_config(**overrides):
-    config = flows.default_config()
-    config.update(num_blocks=2, dim=D, num_heads=HEADS, tokens_per_modality=(M, M),
-                  coupling_hidden=16)
-    config.update(overrides)
-    return config
 
 
 def make_layer(kind, seed=0, imca_split="contiguous"):
@@ -34,37 +26,14 @@ def make_layer(kind, seed=0, imca_split="contiguous"):
     return checks.perturb(flow.layers[0].layers[0], jax.random.key(seed + 100))
 
 
-def inputs(seed=1, shape=(B, 2 * M, D)):
-    return jax.random.normal(jax.random.key(seed), shape)
-
-
-def assert_logdet_matches(layer, x):
-    with jax.enable_x64(True):
-        ref = checks.brute_force_logdet(layer, x)
-        ours = np.asarray(checks.cast_floats(layer, jnp.float64)(
-            jnp.asarray(np.asarray(x, np.float64)))[1])
-    np.testing.assert_allclose(ours, ref, rtol=1e-6, atol=1e-6)
-    # The float32 path agrees to float32 rounding.
-    np.testing.assert_allclose(np.asarray(layer(x)[1]), ref, rtol=1e-5, atol=1e-5)
-
-
 class LayerTest(chex.TestCase, parameterized.TestCase):
 
     @chex.variants(with_jit=True, without_jit=True)
     @parameterized.parameters(*KINDS)
     def test_round_trip_both_ways(self, kind):
         layer = make_layer(kind)
-        graph, state = nnx.split(layer)
-        fwd = self.variant(lambda s, x: nnx.merge(graph, s)(x))
-        inv = self.variant(lambda s, y: nnx.merge(graph, s).inverse(y))
         x = inputs()
-        y, logdet = fwd(state, x)
-        x_rec, logdet_inv = inv(state, y)
-        chex.assert_shape(logdet, (B,))
-        chex.assert_trees_all_close(x_rec, x, atol=1e-5)
-        chex.assert_trees_all_close(logdet_inv, -logdet, atol=1e-6)
-        y_rec, _ = fwd(state, inv(state, x)[0])
-        chex.assert_trees_all_close(y_rec, x, atol=1e-5)
+        flowtest.assert_round_trip(self.variant, layer, x)
 
     @parameterized.parameters(*KINDS)
     def test_logdet_equals_brute_force(self, kind):
@@ -77,25 +46,11 @@ class LayerTest(chex.TestCase, parameterized.TestCase):
     @parameterized.parameters("mmca_ab", "imca_2", "lica", "coupling")
     def test_batch_elements_are_independent(self, kind):
         layer = make_layer(kind)
-        x = inputs()
-        y, logdet = layer(x)
-        y2, logdet2 = layer(x.at[1].set(3.0 * x[1] + 1.0))
-        chex.assert_trees_all_close(y2[0], y[0], atol=1e-6)
-        chex.assert_trees_all_close(logdet2[0], logdet[0], atol=1e-6)
+        flowtest.assert_batch_independent(layer, inputs())
 
     @parameterized.parameters(*KINDS)
     def test_gradients_are_finite(self, kind):
-        layer = make_layer(kind)
-        graph, params, rest = nnx.split(layer, nnx.Param, ...)
-
-        def loss(params, x):
-            y, logdet = nnx.merge(graph, params, rest)(x)
-            return jnp.mean(y ** 2) - jnp.mean(logdet)
-
-        grads = jax.grad(loss, argnums=(0, 1))(params, inputs())
-        for leaf in jax.tree.leaves(grads):
-            self.assertTrue(bool(jnp.all(jnp.isfinite(leaf))))
-        self.assertGreater(sum(float(jnp.abs(g).sum()) for g in jax.tree.leaves(grads[0])), 0)
+        flowtest.assert_gradients_finite(make_layer(kind), inputs())
 
     def test_bf16_activations_keep_float32_logdet(self):
         for kind in ("imca_1", "lica", "coupling", "actnorm"):

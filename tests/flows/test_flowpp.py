@@ -3,6 +3,7 @@
 import functools
 
 import chex
+import flowtest
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -10,41 +11,22 @@ import scipy.optimize
 import scipy.special
 from absl.testing import parameterized
 from flax import nnx
+from flowtest import D, assert_logdet_matches, inputs
 
 from mango_jax import flows
 from mango_jax.flows import checks, flowpp
 from mango_jax.flows.actnorm import ActNorm
 from mango_jax.flows.glow import ChannelMixLU
 
-# Sizes where D, D/heads and the half token count all differ.
-B, M, D, HEADS = 2, 6, 12, 2
-
 
 def small_config(**overrides):
-    config = flows.default_config()
-    config.update(layer="flowpp", num_blocks=2, dim=D, num_heads=HEADS,
-                  tokens_per_modality=(M, M), coupling_hidden=16, flowpp_width=8)
-    config.update(overrides)
-    return config
+    return flowtest.small_config(**{"layer": "flowpp", "flowpp_width": 8, **overrides})
 
 
 @functools.cache
 def perturbed_flow(seed=0, relative=0.5):
     flow = flows.build(small_config(), rngs=nnx.Rngs(seed))
     return checks.perturb(flow, jax.random.key(seed + 100), relative=relative, zero_std=0.1)
-
-
-def inputs(seed=1):
-    return jax.random.normal(jax.random.key(seed), (B, 2 * M, D))
-
-
-def assert_logdet_matches(layer, x):
-    ref = checks.brute_force_logdet(layer, x)
-    with jax.enable_x64(True):
-        ours = np.asarray(checks.cast_floats(layer, jnp.float64)(
-            jnp.asarray(np.asarray(x, np.float64)))[1])
-    np.testing.assert_allclose(ours, ref, rtol=1e-6, atol=1e-6)
-    np.testing.assert_allclose(np.asarray(layer(x)[1]), ref, rtol=1e-5, atol=1e-5)
 
 
 def layer_of(name):
@@ -68,16 +50,8 @@ class FlowPPTest(chex.TestCase, parameterized.TestCase):
     @parameterized.parameters("coupling", "block")
     def test_round_trip_both_ways(self, name):
         layer = layer_of(name)
-        graph, state = nnx.split(layer)
-        fwd = self.variant(lambda s, x: nnx.merge(graph, s)(x))
-        inv = self.variant(lambda s, y: nnx.merge(graph, s).inverse(y))
         x = inputs()
-        y, logdet = fwd(state, x)
-        x_rec, logdet_inv = inv(state, y)
-        chex.assert_shape(logdet, (B,))
-        chex.assert_trees_all_close(x_rec, x, atol=1e-5)
-        chex.assert_trees_all_close(logdet_inv, -logdet, atol=1e-5)
-        chex.assert_trees_all_close(fwd(state, inv(state, x)[0])[0], x, atol=1e-5)
+        flowtest.assert_round_trip(self.variant, layer, x, logdet_atol=1e-5)
 
     @parameterized.parameters("coupling", "block")
     def test_logdet_equals_brute_force(self, name):
@@ -118,25 +92,11 @@ class FlowPPTest(chex.TestCase, parameterized.TestCase):
 
     def test_batch_elements_are_independent_both_ways(self):
         layer = layer_of("block")
-        x = inputs()
-        x2 = x.at[1].set(3.0 * x[1] + 1.0)
         for fn in (layer, layer.inverse):
-            out, logdet = fn(x)
-            out2, logdet2 = fn(x2)
-            chex.assert_trees_all_close(out2[0], out[0], atol=1e-6)
-            chex.assert_trees_all_close(logdet2[0], logdet[0], atol=1e-5)
+            flowtest.assert_batch_independent(fn, inputs(), logdet_atol=1e-5)
 
     def test_gradients_are_finite(self):
-        graph, params, rest = nnx.split(layer_of("block"), nnx.Param, ...)
-
-        def loss(params, x):
-            y, logdet = nnx.merge(graph, params, rest)(x)
-            return jnp.mean(y ** 2) - jnp.mean(logdet)
-
-        grads = jax.jit(jax.grad(loss, argnums=(0, 1)))(params, inputs())
-        for leaf in jax.tree.leaves(grads):
-            self.assertTrue(bool(jnp.all(jnp.isfinite(leaf))))
-        self.assertGreater(sum(float(jnp.abs(g).sum()) for g in jax.tree.leaves(grads[0])), 0)
+        flowtest.assert_gradients_finite(layer_of("block"), inputs())
 
     def test_build_gives_num_blocks(self):
         flow = flows.build(small_config(num_blocks=3), rngs=nnx.Rngs(0))

@@ -3,25 +3,20 @@
 import functools
 
 import chex
+import flowtest
 import jax
 import jax.numpy as jnp
 import numpy as np
 from absl.testing import parameterized
 from flax import nnx
+from flowtest import D, M, assert_logdet_matches, inputs
 
 from mango_jax import flows
 from mango_jax.flows import checks, realnvp
 
-# Sizes where D, D/heads and the half token count all differ.
-B, M, D, HEADS = 2, 6, 12, 2
-
 
 def small_config(**overrides):
-    config = flows.default_config()
-    config.update(layer="realnvp", num_blocks=4, dim=D, num_heads=HEADS,
-                  tokens_per_modality=(M, M), coupling_hidden=16)
-    config.update(overrides)
-    return config
+    return flowtest.small_config(**{"layer": "realnvp", "num_blocks": 4, **overrides})
 
 
 @functools.cache
@@ -36,19 +31,6 @@ def block(index):
     return perturbed_flow().layers[index]
 
 
-def inputs(seed=1):
-    return jax.random.normal(jax.random.key(seed), (B, 2 * M, D))
-
-
-def assert_logdet_matches(layer, x):
-    ref = checks.brute_force_logdet(layer, x)
-    with jax.enable_x64(True):
-        ours = np.asarray(checks.cast_floats(layer, jnp.float64)(
-            jnp.asarray(np.asarray(x, np.float64)))[1])
-    np.testing.assert_allclose(ours, ref, rtol=1e-6, atol=1e-6)
-    np.testing.assert_allclose(np.asarray(layer(x)[1]), ref, rtol=1e-5, atol=1e-5)
-
-
 # (block, layer): the token coupling of every partition, and both channel parities.
 LAYERS = ((0, 0), (2, 0), (4, 0), (6, 0), (1, 0), (3, 0))
 
@@ -59,16 +41,8 @@ class RealNVPTest(chex.TestCase, parameterized.TestCase):
     @parameterized.parameters(*LAYERS)
     def test_round_trip_both_ways(self, index, position):
         layer = block(index).layers[position]
-        graph, state = nnx.split(layer)
-        fwd = self.variant(lambda s, x: nnx.merge(graph, s)(x))
-        inv = self.variant(lambda s, y: nnx.merge(graph, s).inverse(y))
         x = inputs()
-        y, logdet = fwd(state, x)
-        x_rec, logdet_inv = inv(state, y)
-        chex.assert_shape(logdet, (B,))
-        chex.assert_trees_all_close(x_rec, x, atol=1e-5)
-        chex.assert_trees_all_close(logdet_inv, -logdet, atol=1e-6)
-        chex.assert_trees_all_close(fwd(state, inv(state, x)[0])[0], x, atol=1e-5)
+        y = flowtest.assert_round_trip(self.variant, layer, x)
         self.assertGreater(float(jnp.abs(y - x).max()), 1e-3)  # the perturbed layer moves x
 
     @parameterized.parameters(*LAYERS)
@@ -92,23 +66,10 @@ class RealNVPTest(chex.TestCase, parameterized.TestCase):
 
     def test_batch_elements_are_independent(self):
         layer = block(2)
-        x = inputs()
-        y, logdet = layer(x)
-        y2, logdet2 = layer(x.at[1].set(3.0 * x[1] + 1.0))
-        chex.assert_trees_all_close(y2[0], y[0], atol=1e-6)
-        chex.assert_trees_all_close(logdet2[0], logdet[0], atol=1e-6)
+        flowtest.assert_batch_independent(layer, inputs())
 
     def test_gradients_are_finite(self):
-        graph, params, rest = nnx.split(block(0), nnx.Param, ...)
-
-        def loss(params, x):
-            y, logdet = nnx.merge(graph, params, rest)(x)
-            return jnp.mean(y ** 2) - jnp.mean(logdet)
-
-        grads = jax.jit(jax.grad(loss, argnums=(0, 1)))(params, inputs())
-        for leaf in jax.tree.leaves(grads):
-            self.assertTrue(bool(jnp.all(jnp.isfinite(leaf))))
-        self.assertGreater(sum(float(jnp.abs(g).sum()) for g in jax.tree.leaves(grads[0])), 0)
+        flowtest.assert_gradients_finite(block(0), inputs())
 
     def test_build_gives_num_blocks_that_invert(self):
         config = small_config(num_blocks=5)
