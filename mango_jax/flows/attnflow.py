@@ -73,7 +73,7 @@ from flax import nnx
 from mango_jax.flows.actnorm import ActNorm
 from mango_jax.flows.base import HIGHEST, InvertibleLayer, Sequential, logdet_dtype
 from mango_jax.flows.coupling import bounded_log_scale
-from mango_jax.flows.ica import min_identity_for_depth
+from mango_jax.flows.ica import min_identity_for_depth, query_key_logits
 from mango_jax.flows.realnvp import channel_coupling, sigmoid_log_scale
 
 
@@ -168,11 +168,7 @@ class ITrans(InvertibleLayer):
         acc = logdet_dtype(x.dtype)
         mask = checkerboard(x.shape[1], self.num_heads, self.head_dim, self.parity)
         x_cond = (x * mask)[:, tokens]
-        q = self.query_norm(self._heads(self.query(x_cond))).astype(acc)
-        k = self.key_norm(self._heads(self.key(x_cond))).astype(acc)
-        scale = jnp.exp(self.log_temperature[...].astype(acc))
-        logits = jnp.einsum("bihd,bjhd->bhij", q, k, precision=HIGHEST) * scale[:, None, None]
-        probs = jax.nn.softmax(logits, axis=-1)
+        probs = jax.nn.softmax(query_key_logits(self, x_cond), axis=-1)
         floor = self.min_identity
         a = floor + (1.0 - floor) * jax.nn.sigmoid(self.mix_logit[...].astype(acc))
         n = tokens.size

@@ -52,6 +52,17 @@ def _mix(probs: jax.Array, a: jax.Array) -> jax.Array:
     return (1.0 - a)[:, None, None] * probs + a[:, None, None] * eye
 
 
+def query_key_logits(layer, x: jax.Array) -> jax.Array:
+    """`LN(Q) LN(K)ᵀ · t` per head, `[B, H, n, n]` in ≥ float32, for `x: [B, n, D]` and a layer
+    with `query`, `key`, `query_norm`, `key_norm`, `log_temperature` and `_heads` (ICA, and
+    AttnFlow's iTrans)."""
+    acc = logdet_dtype(x.dtype)
+    q = layer.query_norm(layer._heads(layer.query(x))).astype(acc)
+    k = layer.key_norm(layer._heads(layer.key(x))).astype(acc)
+    scale = jnp.exp(layer.log_temperature[...].astype(acc))
+    return jnp.einsum("bihd,bjhd->bhij", q, k, precision=HIGHEST) * scale[:, None, None]
+
+
 MAX_TOKEN_RUNS = 8
 
 
@@ -125,10 +136,7 @@ class ICA(InvertibleLayer):
     def _softmax(self, x1: jax.Array):
         """`S: [B, H, n, n]` (≥ float32) and the identity weight `a: [H]`."""
         acc = logdet_dtype(x1.dtype)
-        q = self.query_norm(self._heads(self.query(x1))).astype(acc)
-        k = self.key_norm(self._heads(self.key(x1))).astype(acc)
-        scale = jnp.exp(self.log_temperature[...].astype(acc))
-        logits = jnp.einsum("bihd,bjhd->bhij", q, k, precision=HIGHEST) * scale[:, None, None]
+        logits = query_key_logits(self, x1)
         n = x1.shape[1]
         logits = jnp.where(jnp.triu(jnp.ones((n, n), bool)), logits, -jnp.inf)
         floor = self.min_identity
