@@ -32,12 +32,12 @@ def _is_key(x) -> bool:
 def to_saveable(state: nnx.State) -> dict:
     """A pure dict of arrays; typed PRNG keys become their raw `uint32` data."""
     return jax.tree.map(lambda x: jax.random.key_data(x) if _is_key(x) else x,
-                        state.to_pure_dict())
+                        nnx.to_pure_dict(state))
 
 
 def from_saveable(target: nnx.State, restored: dict) -> nnx.State:
     """Puts restored arrays into `target` (a state of the same structure), rewrapping keys."""
-    target_dict = target.to_pure_dict()
+    target_dict = nnx.to_pure_dict(target)
     restored = jax.tree.map(
         lambda t, r: jax.random.wrap_key_data(r, impl=jax.random.key_impl(t)) if _is_key(t)
         else r, target_dict, restored)
@@ -52,7 +52,7 @@ def _abstract(target: nnx.State) -> dict:
         x = jax.random.key_data(x) if _is_key(x) else x
         return jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=getattr(x, "sharding", None))
 
-    return jax.tree.map(spec, target.to_pure_dict())
+    return jax.tree.map(spec, nnx.to_pure_dict(target))
 
 
 class Checkpointer:

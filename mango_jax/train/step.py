@@ -83,7 +83,7 @@ def _gradients(cfg: StepConfig, model, batch):
 
 def _apply(model, optimizer, grads, logs, schedule):
     optimizer.update(model, grads)
-    logs = dict(logs, grad_norm=optax.global_norm(grads),
+    logs = dict(logs, grad_norm=optax.tree.norm(grads),
                 learning_rate=schedule(optimizer.step[...] - 1))
     return logs
 
