@@ -243,29 +243,11 @@ class Nyudv2(segmentation.SegmentationBuilder, skip_registration=True):
             meta["max_label_hw"] = [int(h), int(w)]
             meta["depth_format"] = "uint16 PNG, millimetres"
             return {s: official_examples(root, r, lut, self.rgb_encoding) for s, r in rows.items()}
-        lists = {}
-        sizes = []
-        for split, fname in FOLDER_LISTS.items():
-            path = os.path.join(root, fname)
-            items = segmentation.read_list_file(path, columns=COLUMNS)
-            for line, rel in items:
-                label_path = os.path.join(root, rel["label"])
-                if not os.path.isfile(label_path):
-                    raise DataNotFoundError(
-                        f"Missing file {label_path!r} (label), listed on line {line} of {path}."
-                    )
-                sizes.append(segmentation.header_size(label_path))
-            lists[split] = (path, items)
-        meta["max_label_hw"] = segmentation.max_hw(sizes)
         meta["depth_format"] = "as found in the depth/ PNGs"
-        return {
-            split: segmentation.folder_examples(
-                root, items, path, num_classes=NUM_CLASSES,
-                rgb_encoding=self.rgb_encoding,
-                mapping=segmentation.identity_mapping(NUM_CLASSES),
-            )
-            for split, (path, items) in lists.items()
-        }
+        generators, meta["max_label_hw"] = segmentation.folder_splits(
+            root, FOLDER_LISTS, columns=COLUMNS, num_classes=NUM_CLASSES,
+            mapping=segmentation.identity_mapping(NUM_CLASSES), rgb_encoding=self.rgb_encoding)
+        return generators
 
     def _generate_examples(self, **kwargs):  # pragma: no cover - generators built above
         raise NotImplementedError
@@ -277,17 +259,8 @@ class Nyudv2Spec(segmentation.SegmentationSpec):
     num_classes = NUM_CLASSES
     class_names = CLASS_NAMES
 
-    def prepare(self, *, data_dir, manual_dir, overwrite=False, rgb_encoding="jpeg95",
-                **options):
-        if options:
-            raise ValueError(f"nyudv2 takes no options; got {sorted(options)}")
-        if manual_dir is None:
-            raise DataNotFoundError("nyudv2 needs --manual_dir.\n" + MANUAL_DOWNLOAD_INSTRUCTIONS)
-        detect_form(os.fspath(manual_dir))  # Fail before creating anything.
-        return core.prepare_atomically(
-            Nyudv2, data_dir=data_dir, manual_dir=manual_dir, overwrite=overwrite,
-            builder_kwargs={"rgb_encoding": rgb_encoding},
-        )
+    def check_manual_dir(self, root: str) -> None:
+        detect_form(root)
 
 
 SPEC = Nyudv2Spec()

@@ -233,6 +233,34 @@ def folder_examples(
             yield from pool.map(one, items[start : start + chunk])
 
 
+def folder_splits(root: str, lists: dict[str, str], *, columns: Sequence[str], num_classes: int,
+                  mapping, rgb_encoding: str) -> tuple[dict, list[int]]:
+    """The example generators of a folder form (one list file per split, relative paths in
+    `columns` order) and the largest label `[height, width]` over all splits.
+
+    Every label file is checked to exist and its size read from its header first, so a missing
+    file fails before any example is written.
+    """
+    parsed, sizes = {}, []
+    for split, fname in lists.items():
+        path = os.path.join(root, fname)
+        items = read_list_file(path, columns=columns)
+        for line, rel in items:
+            label_path = os.path.join(root, rel["label"])
+            if not os.path.isfile(label_path):
+                raise DataNotFoundError(
+                    f"Missing file {label_path!r} (label), listed on line {line} of {path}."
+                )
+            sizes.append(header_size(label_path))
+        parsed[split] = (path, items)
+    generators = {
+        split: folder_examples(root, items, path, num_classes=num_classes, mapping=mapping,
+                               rgb_encoding=rgb_encoding)
+        for split, (path, items) in parsed.items()
+    }
+    return generators, max_hw(sizes)
+
+
 def features(num_classes: int) -> tfds.features.FeaturesDict:
     del num_classes
     return tfds.features.FeaturesDict({
@@ -351,12 +379,30 @@ class SegTransform:
 
 
 class SegmentationSpec(DatasetSpec):
-    """Shared by `nyudv2` and `sunrgbd`; subclasses set the constants and `prepare`."""
+    """Shared by `nyudv2` and `sunrgbd`; subclasses set the constants and `check_manual_dir`."""
 
     num_classes: int = 0
     class_names: tuple[str, ...] = ()
     splits = ("train", "test")
     split_aliases = {"val": "test", "validation": "test"}
+
+    def check_manual_dir(self, root: str) -> None:
+        """Raises a `DataNotFoundError` naming what is missing if `root` is not a layout the
+        builder reads; runs before anything is written."""
+        raise NotImplementedError
+
+    def prepare(self, *, data_dir, manual_dir, overwrite=False, rgb_encoding="jpeg95",
+                **options):
+        if options:
+            raise ValueError(f"{self.name} takes no options; got {sorted(options)}")
+        if manual_dir is None:
+            raise DataNotFoundError(f"{self.name} needs --manual_dir.\n"
+                                    + self.builder_cls.MANUAL_DOWNLOAD_INSTRUCTIONS)
+        self.check_manual_dir(os.fspath(manual_dir))
+        return core.prepare_atomically(
+            self.builder_cls, data_dir=data_dir, manual_dir=manual_dir, overwrite=overwrite,
+            builder_kwargs={"rgb_encoding": rgb_encoding},
+        )
 
     def add_defaults(self, cfg):
         cfg.modalities = ("rgb", "depth")

@@ -57,27 +57,10 @@ class Sunrgbd(segmentation.SegmentationBuilder, skip_registration=True):
         meta["class_names"] = list(CLASS_NAMES)
         meta["rgb_encoding"] = self.rgb_encoding
         meta["depth_format"] = "as found in the Depth/ PNGs"
-        lists, sizes = {}, []
-        for split, fname in LISTS.items():
-            path = os.path.join(root, fname)
-            items = segmentation.read_list_file(path, columns=COLUMNS)
-            for line, rel in items:
-                label_path = os.path.join(root, rel["label"])
-                if not os.path.isfile(label_path):
-                    raise DataNotFoundError(
-                        f"Missing file {label_path!r} (label), listed on line {line} of {path}."
-                    )
-                sizes.append(segmentation.header_size(label_path))
-            lists[split] = (path, items)
-        meta["max_label_hw"] = segmentation.max_hw(sizes)
-        return {
-            split: segmentation.folder_examples(
-                root, items, path, num_classes=NUM_CLASSES,
-                rgb_encoding=self.rgb_encoding,
-                mapping=segmentation.shift_mapping(NUM_CLASSES),
-            )
-            for split, (path, items) in lists.items()
-        }
+        generators, meta["max_label_hw"] = segmentation.folder_splits(
+            root, LISTS, columns=COLUMNS, num_classes=NUM_CLASSES,
+            mapping=segmentation.shift_mapping(NUM_CLASSES), rgb_encoding=self.rgb_encoding)
+        return generators
 
     def _generate_examples(self, **kwargs):  # pragma: no cover - generators built above
         raise NotImplementedError
@@ -98,17 +81,8 @@ class SunrgbdSpec(segmentation.SegmentationSpec):
     num_classes = NUM_CLASSES
     class_names = CLASS_NAMES
 
-    def prepare(self, *, data_dir, manual_dir, overwrite=False, rgb_encoding="jpeg95",
-                **options):
-        if options:
-            raise ValueError(f"sunrgbd takes no options; got {sorted(options)}")
-        if manual_dir is None:
-            raise DataNotFoundError("sunrgbd needs --manual_dir.\n" + MANUAL_DOWNLOAD_INSTRUCTIONS)
-        check_layout(os.fspath(manual_dir))
-        return core.prepare_atomically(
-            Sunrgbd, data_dir=data_dir, manual_dir=manual_dir, overwrite=overwrite,
-            builder_kwargs={"rgb_encoding": rgb_encoding},
-        )
+    def check_manual_dir(self, root: str) -> None:
+        check_layout(root)
 
 
 SPEC = SunrgbdSpec()
