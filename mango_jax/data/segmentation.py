@@ -70,7 +70,8 @@ def assign_roles(parts: Sequence[str], columns: Sequence[str]) -> dict[str, str]
     return {"rgb": rest[0], "label": found["label"], "depth": found["depth"]}
 
 
-def _load(path: str, what: str) -> tuple[bytes, Image.Image]:
+def load_image(path: str, what: str) -> tuple[bytes, Image.Image]:
+    """The file's bytes and the decoded image; errors name the file and `what` was expected."""
     if not os.path.isfile(path):
         raise DataNotFoundError(f"Missing file {path!r}: expected {what}.")
     with open(path, "rb") as f:
@@ -101,7 +102,7 @@ def check_rgb(path: str, rgb_encoding: str = "jpeg95") -> tuple[bytes, tuple[int
     """
     if rgb_encoding not in RGB_ENCODINGS:
         raise ValueError(f"rgb_encoding must be one of {RGB_ENCODINGS}; got {rgb_encoding!r}")
-    data, im = _load(path, "an RGB image (PNG or JPEG)")
+    data, im = load_image(path, "an RGB image (PNG or JPEG)")
     if im.mode != "RGB" and im.mode not in ("L", "P", "RGBA", "LA", "CMYK", "YCbCr"):
         raise DataFormatError(f"{path!r}: RGB image has unsupported mode {im.mode!r}.")
     if im.mode == "RGB" and (rgb_encoding == "source" or im.format == "JPEG"):
@@ -111,7 +112,7 @@ def check_rgb(path: str, rgb_encoding: str = "jpeg95") -> tuple[bytes, tuple[int
 
 def check_depth(path: str) -> tuple[bytes, tuple[int, int], int]:
     """Single-channel depth PNG (8 or 16 bit); returns (bytes, (h, w), bits)."""
-    data, im = _load(path, "a single-channel depth PNG (8 or 16 bit, not HHA)")
+    data, im = load_image(path, "a single-channel depth PNG (8 or 16 bit, not HHA)")
     if im.mode in ("RGB", "RGBA"):
         arr = np.asarray(im)
         if not (np.array_equal(arr[..., 0], arr[..., 1]) and np.array_equal(arr[..., 0],
@@ -132,7 +133,7 @@ def check_label(
     path: str, *, num_classes: int, mapping: Callable[[np.ndarray, str], np.ndarray]
 ) -> tuple[bytes, tuple[int, int]]:
     """Decodes a label map, maps it to 0..C-1 / 255 with `mapping`, re-encodes as 8-bit PNG."""
-    data, im = _load(path, "a single-channel label PNG")
+    data, im = load_image(path, "a single-channel label PNG")
     if im.mode not in ("L", "P", "I;16", "I;16B", "I;16L", "I"):
         raise DataFormatError(
             f"{path!r}: label must be a single-channel (or palette) PNG of class ids; got mode "

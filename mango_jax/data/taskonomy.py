@@ -28,7 +28,7 @@ import numpy as np
 import tensorflow_datasets as tfds
 from PIL import Image
 
-from mango_jax.data import core, imaging
+from mango_jax.data import core, imaging, segmentation
 from mango_jax.data.core import DataFormatError, DataNotFoundError, DatasetInfo
 from mango_jax.data.spec import DatasetSpec
 
@@ -146,12 +146,7 @@ def check_layout(root: str) -> dict[str, str]:
 
 
 def _check_png(path: str, domain: str) -> tuple[bytes, tuple[int, int]]:
-    with open(path, "rb") as f:
-        data = f.read()
-    try:
-        im = imaging.open_image(data)
-    except Exception as e:
-        raise DataFormatError(f"Corrupt or unreadable image {path!r} ({domain}): {e}") from e
+    data, im = segmentation.load_image(path, f"a {domain} PNG")
     if im.mode not in ("L", "P", "RGB", "RGBA", "LA", "I;16", "I;16B", "I;16L", "I", "F"):
         raise DataFormatError(f"{path!r}: unsupported image mode {im.mode!r} for {domain}.")
     return data, (im.height, im.width)
