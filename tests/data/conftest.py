@@ -1,4 +1,5 @@
-"""Shared fixtures of the data tests: a prepared mfeat copy per test session (per xdist worker)."""
+"""Shared fixtures of the data tests: absl flags for grain, the mfeat config on the suite's
+prepared copy (`mfeat_data_dir`), batch collection."""
 
 from __future__ import annotations
 
@@ -15,19 +16,10 @@ def _absl_flags_parsed():
         flags.FLAGS.mark_as_parsed()
 
 
-@pytest.fixture(scope="session")
-def mfeat_dir(tmp_path_factory):
-    root = tmp_path_factory.mktemp("mfeat_data")
-    cfg = data.default_config("mfeat")
-    cfg.data_dir = str(root)
-    data.ensure_prepared(cfg)
-    return str(root)
-
-
 @pytest.fixture
-def mfeat_cfg(mfeat_dir):
+def mfeat_cfg(mfeat_data_dir):
     cfg = data.default_config("mfeat")
-    cfg.data_dir = mfeat_dir
+    cfg.data_dir = mfeat_data_dir
     return cfg
 
 
