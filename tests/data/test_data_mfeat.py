@@ -9,6 +9,7 @@ from collections import Counter
 
 import grain
 import numpy as np
+import orbax.checkpoint as ocp
 import pytest
 
 from mango_jax import data
@@ -190,7 +191,6 @@ def test_state_save_restore_resumes_identically(mfeat_cfg):
 
 
 def test_orbax_checkpoint_of_iterator(mfeat_cfg, tmp_path):
-    ocp = pytest.importorskip("orbax.checkpoint")
     it = data.make_iterator(mfeat_cfg, "train", batch_size=32, train=True, seed=2, num_workers=0)
     for _ in range(5):
         next(it)
