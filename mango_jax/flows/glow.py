@@ -40,8 +40,8 @@ CONFIG_DEFAULTS = {
 class ChannelMixLU(InvertibleLayer):
     """Glow's invertible 1×1 convolution in LU form: `y_n = W x_n` for every token n of `[B, N, D]`.
 
-    `log|det| = N · Σ_i log s_i` (P is a permutation, L unit triangular); the inverse is two
-    triangular solves.
+    `log|det| = N · Σ_i log s_i` (P is a permutation, L unit triangular); the inverse applies
+    `W⁻¹ = S⁻¹ L⁻¹ Pᵀ` (`TokenMixLU.matrices`).
     """
 
     def __init__(self, dim: int, *, seed: int, param_dtype=jnp.float32):

@@ -8,12 +8,14 @@ Tokens are mixed by a learnable invertible `N × N` matrix in Glow's LU form
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from mango_jax.flows.base import HIGHEST, InvertibleLayer
+from mango_jax.flows.base import HIGHEST, InvertibleLayer, invert_upper_triangular
 from mango_jax.flows.ica import ICA
 
 
@@ -59,35 +61,53 @@ class TokenMixLU(nnx.Module):
         return lower, upper
 
     def matrix(self) -> jax.Array:
+        """`W: [N, N]`."""
         lower, upper = self.factors()
         return jnp.matmul(lower, upper, precision=HIGHEST)[np.asarray(self.perm)]
 
-    def _spec(self) -> str:
-        return "ij,bjd->bid" if self.axis == 1 else "ij,bnj->bni"
+    def matrices(self) -> tuple[jax.Array, jax.Array]:
+        """`(W, W⁻¹)`. `W⁻¹` is built from the factors but differentiated through `W`
+        (`_inverse_of_plu`), so a layer that uses both backpropagates once through `L S`."""
+        lower, upper = self.factors()
+        matrix = jnp.matmul(lower, upper, precision=HIGHEST)[np.asarray(self.perm)]
+        return matrix, _inverse_of_plu(self.perm, matrix, lower, upper)
+
+    def along_axis(self, matrix: jax.Array, x: jax.Array) -> jax.Array:
+        """`matrix · x` along `axis` of `x: [B, N, D]`."""
+        spec = "ij,bjd->bid" if self.axis == 1 else "ij,bnj->bni"
+        return jnp.einsum(spec, matrix.astype(x.dtype), x, precision=HIGHEST)
 
     def apply(self, x: jax.Array) -> jax.Array:
         """`W x` along `axis` of `x: [B, N, D]`."""
-        return jnp.einsum(self._spec(), self.matrix().astype(x.dtype), x, precision=HIGHEST)
-
-    def inverse_matrix(self) -> jax.Array:
-        """`W⁻¹ = S⁻¹ L⁻¹ Pᵀ`, by triangular solves against the identity.
-
-        Solving for the N×N inverse once and applying it as one matrix product is far faster
-        than solving with the B·D columns of a batch (XLA's CPU triangular solve is slow with
-        many right-hand sides), and exact up to rounding: `κ(W)` is bounded (class docstring).
-        """
-        lower, upper = self.factors()
-        eye = jnp.eye(lower.shape[0], dtype=lower.dtype)
-        with jax.default_matmul_precision("highest"):
-            inv = jax.lax.linalg.triangular_solve(lower, eye, left_side=True, lower=True,
-                                                  unit_diagonal=True)
-            inv = jax.lax.linalg.triangular_solve(upper, inv, left_side=True, lower=False)
-        return inv[:, np.asarray(self.perm)]
+        return self.along_axis(self.matrix(), x)
 
     def solve(self, y: jax.Array) -> jax.Array:
         """`W⁻¹ y` along `axis` of `y: [B, N, D]`."""
-        return jnp.einsum(self._spec(), self.inverse_matrix().astype(y.dtype), y,
-                          precision=HIGHEST)
+        return self.along_axis(self.matrices()[1], y)
+
+
+@functools.partial(jax.custom_jvp, nondiff_argnums=(0,))
+def _inverse_of_plu(perm: tuple[int, ...], matrix, lower, upper):
+    """`W⁻¹ = S⁻¹ L⁻¹ Pᵀ` for `matrix = W = P L S`, differentiated as a function of `W` alone.
+
+    The value comes from the factors: both triangular inverses in one batched block inversion
+    (`invert_upper_triangular` on `S` and `Lᵀ`) and one product, all matrix products, where a
+    triangular solve of the identity is slow on XLA:CPU and its derivative needs two more. The
+    derivative is `d(W⁻¹) = −W⁻¹ dW W⁻¹`, two products, exact because `W = P L S` holds;
+    tangents of `lower` and `upper` are therefore ignored (they reach `W⁻¹` through `matrix`).
+    """
+    inv_upper, inv_lower_t = invert_upper_triangular(jnp.stack([upper, lower.T]))
+    inverse = jnp.matmul(inv_upper, inv_lower_t.T, precision=HIGHEST)
+    return inverse[:, np.asarray(perm)]
+
+
+@_inverse_of_plu.defjvp
+def _inverse_of_plu_jvp(perm, primals, tangents):
+    inverse = _inverse_of_plu(perm, *primals)
+    d_matrix = tangents[0]
+    d_inverse = -jnp.matmul(jnp.matmul(inverse, d_matrix, precision=HIGHEST), inverse,
+                            precision=HIGHEST)
+    return inverse, d_inverse
 
 
 class LICA(InvertibleLayer):
@@ -103,9 +123,11 @@ class LICA(InvertibleLayer):
                        min_identity=min_identity, rngs=rngs, param_dtype=param_dtype)
 
     def __call__(self, x):
-        y, logdet = self.ica(self.mix.apply(x))
-        return self.mix.solve(y), logdet
+        matrix, inverse = self.mix.matrices()
+        y, logdet = self.ica(self.mix.along_axis(matrix, x))
+        return self.mix.along_axis(inverse, y), logdet
 
     def inverse(self, y):
-        x, logdet = self.ica.inverse(self.mix.apply(y))
-        return self.mix.solve(x), logdet
+        matrix, inverse = self.mix.matrices()
+        x, logdet = self.ica.inverse(self.mix.along_axis(matrix, y))
+        return self.mix.along_axis(inverse, x), logdet

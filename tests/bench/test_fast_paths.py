@@ -12,7 +12,7 @@ from flax import nnx
 
 from mango_jax import flows
 from mango_jax.flows import checks
-from mango_jax.flows.base import solve_upper_triangular
+from mango_jax.flows.base import invert_upper_triangular, solve_upper_triangular
 from mango_jax.flows.ica import ICA, take_tokens
 from mango_jax.flows.partitions import PARTITIONS, partition
 
@@ -26,6 +26,16 @@ def test_blocked_triangular_solve_matches_float64(n):
     x = solve_upper_triangular(jnp.asarray(a, jnp.float32), jnp.asarray(b, jnp.float32))
     np.testing.assert_allclose(np.asarray(x), np.linalg.solve(a, b), rtol=2e-5, atol=2e-5)
 
+
+
+@pytest.mark.parametrize("n", [5, 16, 17, 100, 512])
+def test_blocked_triangular_inverse_matches_float64(n):
+    rng = np.random.default_rng(n)
+    a = np.triu(rng.uniform(-0.3, 0.3, (2, n, n)) / np.sqrt(n)) + np.eye(n) * rng.uniform(
+        0.8, 1.2, (2, 1, n))
+    inverse = np.asarray(invert_upper_triangular(jnp.asarray(a, jnp.float32)))
+    np.testing.assert_array_equal(inverse, np.triu(inverse))
+    np.testing.assert_allclose(inverse, np.linalg.inv(a), rtol=2e-5, atol=2e-6)
 
 @pytest.mark.parametrize("split", ["contiguous", "interleave"])
 def test_partitions_slice_exactly_like_a_gather(split):

@@ -173,6 +173,36 @@ class ConditioningTest(parameterized.TestCase):
         chex.assert_trees_all_close(mix.solve(mix.apply(x)), x, atol=1e-5)
 
 
+def test_token_mix_inverse_and_its_gradients_match_a_float64_matrix_inverse():
+    """`matrices()` builds `W⁻¹` from the factors and differentiates it through `W`: compared
+    with `jnp.linalg.inv(W)` and its autodiff, in reverse and forward mode (the brute-force
+    log-dets use `jacfwd`), with the factors far from the identity."""
+    n = 40  # above the 16-row leaf of the block inversion, and not a power of two
+    mix = TokenMixLU(n, seed=5)
+    with jax.enable_x64(True):
+        mix = checks.cast_floats(mix, jnp.float64)
+        keys = jax.random.split(jax.random.key(7), 4)
+        mix.lower[...] = 3.0 * jax.random.normal(keys[0], (n, n), jnp.float64)
+        mix.upper[...] = 3.0 * jax.random.normal(keys[1], (n, n), jnp.float64)
+        mix.log_scale[...] = 2.0 * jax.random.normal(keys[2], (n,), jnp.float64)
+        weights = jax.random.normal(keys[3], (n, n), jnp.float64)
+        graph, params = nnx.split(mix)
+
+        def loss(params, reference):
+            matrix, inverse = nnx.merge(graph, params).matrices()
+            inverse = jnp.linalg.inv(matrix) if reference else inverse
+            return jnp.sum(weights * inverse) + jnp.sum(jnp.sin(matrix))
+
+        matrix, inverse = mix.matrices()
+        np.testing.assert_allclose(np.asarray(inverse) @ np.asarray(matrix), np.eye(n),
+                                   atol=1e-12)
+        expected = jax.grad(loss)(params, True)
+        for grad in (jax.grad(loss)(params, False), jax.jacfwd(loss)(params, False)):
+            for got, want in zip(jax.tree.leaves(grad), jax.tree.leaves(expected), strict=True):
+                np.testing.assert_allclose(np.asarray(got), np.asarray(want), rtol=1e-9,
+                                           atol=1e-9 * float(jnp.max(jnp.abs(want))))
+
+
 def test_nll_bits_per_dim_matches_scipy():
     z = np.random.default_rng(0).normal(size=(3, 4, 5)).astype(np.float32)
     logdet = np.array([0.5, -1.0, 2.0], np.float32)
