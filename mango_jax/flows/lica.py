@@ -62,14 +62,13 @@ class TokenMixLU(nnx.Module):
 
     def matrix(self) -> jax.Array:
         """`W: [N, N]`."""
-        lower, upper = self.factors()
-        return jnp.matmul(lower, upper, precision=HIGHEST)[np.asarray(self.perm)]
+        return _plu_product(self.perm, *self.factors())
 
     def matrices(self) -> tuple[jax.Array, jax.Array]:
         """`(W, W⁻¹)`. `W⁻¹` is built from the factors but differentiated through `W`
         (`_inverse_of_plu`), so a layer that uses both backpropagates once through `L S`."""
         lower, upper = self.factors()
-        matrix = jnp.matmul(lower, upper, precision=HIGHEST)[np.asarray(self.perm)]
+        matrix = _plu_product(self.perm, lower, upper)
         return matrix, _inverse_of_plu(self.perm, matrix, lower, upper)
 
     def along_axis(self, matrix: jax.Array, x: jax.Array) -> jax.Array:
@@ -86,6 +85,23 @@ class TokenMixLU(nnx.Module):
         return self.along_axis(self.matrices()[1], y)
 
 
+def _without_identity(unit: jax.Array) -> jax.Array:
+    """`T − I` for a unit-diagonal triangular `T`.
+
+    Products with `T` are taken as `X + (T − I) X`: otherwise each diagonal entry of the
+    result sums one O(1) term with up to N small ones in float32, and depending on the kernel's
+    summation order the small ones are rounded away (measured: `‖W W⁻¹ − I‖ = 1.7e-5` after 12
+    training steps, against 2.5e-7 this way).
+    """
+    return unit - jnp.eye(unit.shape[-1], dtype=unit.dtype)
+
+
+def _plu_product(perm: tuple[int, ...], lower, upper):
+    """`W = P L S`."""
+    product = upper + jnp.matmul(_without_identity(lower), upper, precision=HIGHEST)
+    return product[np.asarray(perm)]
+
+
 @functools.partial(jax.custom_jvp, nondiff_argnums=(0,))
 def _inverse_of_plu(perm: tuple[int, ...], matrix, lower, upper):
     """`W⁻¹ = S⁻¹ L⁻¹ Pᵀ` for `matrix = W = P L S`, differentiated as a function of `W` alone.
@@ -97,7 +113,8 @@ def _inverse_of_plu(perm: tuple[int, ...], matrix, lower, upper):
     tangents of `lower` and `upper` are therefore ignored (they reach `W⁻¹` through `matrix`).
     """
     inv_upper, inv_lower_t = invert_upper_triangular(jnp.stack([upper, lower.T]))
-    inverse = jnp.matmul(inv_upper, inv_lower_t.T, precision=HIGHEST)
+    inverse = inv_upper + jnp.matmul(inv_upper, _without_identity(inv_lower_t.T),
+                                     precision=HIGHEST)
     return inverse[:, np.asarray(perm)]
 
 

@@ -203,6 +203,20 @@ def test_token_mix_inverse_and_its_gradients_match_a_float64_matrix_inverse():
                                            atol=1e-9 * float(jnp.max(jnp.abs(want))))
 
 
+def test_token_mix_near_the_identity_inverts_to_float32_rounding():
+    """A few optimiser steps leave W = P(I + small): each diagonal entry of `S⁻¹ L⁻¹` is then an
+    O(1) term plus hundreds of tiny ones, which a float32 product can round away (1.1e-6 here
+    when formed as one product; 1.7e-5 after 12 steps of the paper-size bench)."""
+    n = 256
+    mix = TokenMixLU(n, seed=2)
+    keys = jax.random.split(jax.random.key(0), 3)
+    mix.lower[...] = 6e-4 * jax.random.normal(keys[0], (n, n))
+    mix.upper[...] = 6e-4 * jax.random.normal(keys[1], (n, n))
+    mix.log_scale[...] = 6e-4 * jax.random.normal(keys[2], (n,))
+    matrix, inverse = (np.asarray(m, np.float64) for m in mix.matrices())
+    assert np.abs(matrix @ inverse - np.eye(n)).max() < 4e-7
+
+
 def test_nll_bits_per_dim_matches_scipy():
     z = np.random.default_rng(0).normal(size=(3, 4, 5)).astype(np.float32)
     logdet = np.array([0.5, -1.0, 2.0], np.float32)
