@@ -1,6 +1,7 @@
 r"""Where one flow block's train step spends its time, beside one transformer layer's.
 
     python -m experiments.profile_block [--dim=384] [--heads=8] [--tokens=256] [--batch=2]
+                                        [--pattern=lica,lica]
 
 Builds one MANGO block (the default pattern) and one pre-LN transformer layer of the same width,
 jits `value_and_grad` of each over its parameters and input `[B, 2·tokens, D]`, and traces
@@ -35,6 +36,8 @@ from mango_jax.fusion.layers import TransformerBlock
 DIM = flags.DEFINE_integer("dim", 384, "Width D (the paper_nyudv2 preset's).")
 HEADS = flags.DEFINE_integer("heads", 8, "Attention heads.")
 TOKENS = flags.DEFINE_integer("tokens", 256, "Tokens per modality.")
+PATTERN = flags.DEFINE_list("pattern", None, "Layers of the MANGO block (flow.block_pattern), "
+                            "e.g. `lica,lica` to time LICA alone; default: the paper's block.")
 BATCH = flags.DEFINE_integer("batch", 2, "Batch size.")
 STEPS = flags.DEFINE_integer("steps", 5, "Traced (and timed) calls after 3 warm-up calls.")
 TOP = flags.DEFINE_integer("top", 8, "Operation kinds listed per program.")
@@ -93,6 +96,8 @@ def main(argv):
     x = jax.random.normal(jax.random.key(0), (BATCH.value, 2 * tokens, dim))
     config = flows.default_config()
     config.update(dim=dim, num_heads=heads, tokens_per_modality=(tokens, tokens), num_blocks=12)
+    if PATTERN.value:
+        config.block_pattern = tuple(PATTERN.value)
     block = flows.build(config, rngs=nnx.Rngs(0)).layers[0]
     layer = TransformerBlock(dim, num_heads=heads, mlp_ratio=4.0, dropout=0.0, rngs=nnx.Rngs(0))
     print(f"train step of one block, D={dim}, {heads} heads, 2 x {tokens} tokens, "

@@ -90,8 +90,9 @@ def _without_identity(unit: jax.Array) -> jax.Array:
 
     Products with `T` are taken as `X + (T − I) X` (or `X + X (T − I)`): otherwise each
     diagonal entry of the result sums one O(1) term with up to N small ones in float32, and
-    depending on the kernel's summation order the small ones are rounded away (measured:
-    `‖W W⁻¹ − I‖ = 1.7e-5` after the paper-size bench's 12 training steps, 1.3e-7 this way).
+    depending on the kernel's summation order the small ones are rounded away, which spoils
+    `W W⁻¹ = I` once training has moved W slightly off the permutation
+    (`tests/flows/test_core.py`, near-identity test).
     """
     return unit - jnp.eye(unit.shape[-1], dtype=unit.dtype)
 

@@ -64,10 +64,11 @@ def test_ica_inverse_and_logdet_at_a_size_that_uses_the_blocked_solve():
     np.testing.assert_allclose(np.asarray(logdet), ref_logdet, rtol=1e-5)
 
 
-def _flow_grad(remat):
+def _flow_grad(block_pattern, tokens, batch, *, remat=False):
+    """The jitted gradient of a small perturbed G's NLL, its parameters and an input."""
     config = flows.default_config()
-    config.update(num_blocks=3, dim=16, num_heads=2, tokens_per_modality=(32, 32),
-                  coupling_hidden=32, remat=remat, block_pattern=("mmca_ab", "imca_2"))
+    config.update(num_blocks=3, dim=16, num_heads=2, tokens_per_modality=(tokens, tokens),
+                  coupling_hidden=32, remat=remat, block_pattern=block_pattern)
     flow = checks.perturb(flows.build(config, rngs=nnx.Rngs(0)), jax.random.key(3))
     graph, params = nnx.split(flow)
 
@@ -75,14 +76,18 @@ def _flow_grad(remat):
         z, logdet = nnx.merge(graph, params)(x)
         return jnp.mean(flows.nll_bits_per_dim(z, logdet))
 
-    x = jax.random.normal(jax.random.key(4), (4, 64, 16))
-    grad = jax.jit(jax.grad(loss))
+    x = jax.random.normal(jax.random.key(4), (batch, 2 * tokens, 16))
+    return jax.jit(jax.grad(loss)), params, x
+
+
+def _remat_grad(remat):
+    grad, params, x = _flow_grad(("mmca_ab", "imca_2"), 32, 4, remat=remat)
     return grad.lower(params, x).compile().memory_analysis().temp_size_in_bytes, grad(params, x)
 
 
 def test_remat_saves_memory_on_this_backend_and_keeps_the_gradients():
-    temp, grads = _flow_grad(False)
-    temp_remat, grads_remat = _flow_grad(True)
+    temp, grads = _remat_grad(False)
+    temp_remat, grads_remat = _remat_grad(True)
     assert temp_remat < 0.6 * temp
     for a, b in zip(jax.tree.leaves(grads), jax.tree.leaves(grads_remat), strict=True):
         np.testing.assert_allclose(np.asarray(b), np.asarray(a), rtol=1e-4, atol=1e-6)
@@ -93,16 +98,5 @@ def test_lica_train_step_makes_no_lapack_calls():
     with 2 threads, where a block's two LICA layers build W⁻¹ concurrently); LICA builds W⁻¹ and
     its derivative from matrix products only. (G's inverse still solves with ICA's blocked
     solve, whose LAPACK leaves run one after another.)"""
-    config = flows.default_config()
-    config.update(num_blocks=2, dim=16, num_heads=2, tokens_per_modality=(20, 20),
-                  coupling_hidden=32, block_pattern=("lica", "lica"))
-    flow = checks.perturb(flows.build(config, rngs=nnx.Rngs(0)), jax.random.key(3))
-    graph, params = nnx.split(flow)
-
-    def loss(params, x):
-        z, logdet = nnx.merge(graph, params)(x)
-        return jnp.mean(flows.nll_bits_per_dim(z, logdet))
-
-    x = jax.random.normal(jax.random.key(4), (2, 40, 16))
-    hlo = jax.jit(jax.grad(loss)).lower(params, x).compile().as_text()
-    assert xla.custom_calls(hlo).count == 0
+    grad, params, x = _flow_grad(("lica", "lica"), 20, 2)
+    assert xla.custom_calls(grad.lower(params, x).compile().as_text()).count == 0

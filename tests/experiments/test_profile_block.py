@@ -20,3 +20,11 @@ def test_profile_block_small():
     assert float(reports[0][2]) > float(reports[1][2])
     kinds = re.findall(r"^ +[\d.]+ ms +\d+ x  (\S+)$", out, flags=re.M)
     assert len(kinds) == 6 and "ParseArguments" not in kinds
+
+
+def test_profile_block_pattern():
+    out = subprocess.run(
+        [sys.executable, "-m", "experiments.profile_block", "--dim=16", "--heads=2",
+         "--tokens=4", "--steps=1", "--top=1", "--pattern=lica,coupling"],
+        capture_output=True, text=True, check=True, timeout=600).stdout
+    assert re.search(r"^MANGO block \(lica, coupling\): [\d.]+ ms per step", out, flags=re.M)

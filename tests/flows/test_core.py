@@ -205,8 +205,8 @@ def test_token_mix_inverse_and_its_gradients_match_a_float64_matrix_inverse():
 
 def test_token_mix_near_the_identity_inverts_to_float32_rounding():
     """A few optimiser steps leave W = P(I + small): each diagonal entry of `S⁻¹ L⁻¹` is then an
-    O(1) term plus hundreds of tiny ones, which a float32 product can round away (1.1e-6 here
-    when formed as one product; 1.7e-5 after 12 steps of the paper-size bench)."""
+    O(1) term plus hundreds of tiny ones, which a float32 product can round away (forming
+    `S⁻¹ L⁻¹` as one product fails this bound)."""
     n = 256
     mix = TokenMixLU(n, seed=2)
     keys = jax.random.split(jax.random.key(0), 3)
