@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import dataclasses
+from typing import Any, ClassVar
 
 import jax
 import jax.numpy as jnp
+from flax import nnx
 
 
 @jax.tree_util.register_dataclass
@@ -23,6 +25,29 @@ class FusionOutput:
     streams: tuple[jax.Array, ...]
     aux_losses: dict[str, jax.Array] = dataclasses.field(default_factory=dict)
     metrics: dict[str, jax.Array] = dataclasses.field(default_factory=dict)
+
+
+class FusionModule(nnx.Module):
+    """The base of every fusion method: `module(a, b, deterministic=...) -> FusionOutput`.
+
+    What is special about a method stays with it: the training loop calls these hooks and
+    knows no method by name.
+    """
+
+    # The method's config fields and their defaults (besides `name`).
+    DEFAULTS: ClassVar[dict[str, Any]] = {}
+
+    def describe(self) -> dict[str, Any]:
+        """JSON-serialisable facts about the built module (e.g. MANGO's partition kinds),
+        written into `results.json` beside the run's metadata."""
+        return {}
+
+    def diagnostics(self, model, batch, workdir: str, results: dict) -> dict[str, Any]:
+        """Called once on process 0 after the final evaluation, with a host copy of the trained
+        `model`, a small validation `batch` and `results` ({split: metrics}). It may write
+        figures into `workdir`; what it returns (JSON-serialisable) goes into `results.json`."""
+        del model, batch, workdir, results
+        return {}
 
 
 def output(

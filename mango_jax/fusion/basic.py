@@ -12,11 +12,17 @@ import jax.numpy as jnp
 import ml_collections
 from flax import nnx
 
-from mango_jax.fusion.base import FusionOutput, check_inputs, output, require_equal_tokens
+from mango_jax.fusion.base import (
+    FusionModule,
+    FusionOutput,
+    check_inputs,
+    output,
+    require_equal_tokens,
+)
 from mango_jax.fusion.layers import TRANSFORMER_DEFAULTS, transformer_stack
 
 
-class Unimodal(nnx.Module):
+class Unimodal(FusionModule):
     """No fusion: the task head sees one modality only, the other is ignored.
 
     Config: `modality` ('a' or 'b'), the stream that is kept.
@@ -45,7 +51,7 @@ class Unimodal(nnx.Module):
         return output(a if self.modality == "a" else b)
 
 
-class Late(nnx.Module):
+class Late(FusionModule):
     """Late fusion: both streams go to the task head untouched and the model averages the
     per-stream logits, `y = (h(a) + h(b)) / 2`, so no information is exchanged before the head.
     """
@@ -68,7 +74,7 @@ class Late(nnx.Module):
         return output(a, b)
 
 
-class Concat(nnx.Module):
+class Concat(FusionModule):
     """Early fusion by concatenation.
 
     mode='feature': feature concatenation followed by a projection, `z_i = W [a_i; b_i] + c`

@@ -6,11 +6,11 @@ import jax
 import ml_collections
 from flax import nnx
 
-from mango_jax.fusion.base import FusionOutput, check_inputs, output
+from mango_jax.fusion.base import FusionModule, FusionOutput, check_inputs, output
 from mango_jax.fusion.layers import TRANSFORMER_DEFAULTS, transformer_stack
 
 
-class CrossAttentionFusion(nnx.Module):
+class CrossAttentionFusion(FusionModule):
     """Two crossmodal transformers, b -> a and a -> b (MulT's crossmodal attention).
 
     Layer i of the b -> a transformer (and symmetrically a -> b):

@@ -8,7 +8,13 @@ import jax.numpy as jnp
 import ml_collections
 from flax import nnx
 
-from mango_jax.fusion.base import FusionOutput, check_inputs, output, require_equal_tokens
+from mango_jax.fusion.base import (
+    FusionModule,
+    FusionOutput,
+    check_inputs,
+    output,
+    require_equal_tokens,
+)
 from mango_jax.fusion.layers import TRANSFORMER_DEFAULTS, MultiHeadAttention, transformer_stack
 
 
@@ -59,7 +65,7 @@ class PixelFusion(nnx.Module):
         return x + fused[..., 0, :]
 
 
-class GeminiFusion(nnx.Module):
+class GeminiFusion(FusionModule):
     """Dual-branch transformer with GeminiFusion between attention and MLP in every layer.
 
     Layer l, modality m (m' the other), following the official code's block:

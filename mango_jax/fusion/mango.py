@@ -17,7 +17,7 @@ import ml_collections
 from flax import nnx
 
 from mango_jax import flows
-from mango_jax.fusion.base import FusionOutput, check_inputs
+from mango_jax.fusion.base import FusionModule, FusionOutput, check_inputs
 
 
 def default_config() -> ml_collections.ConfigDict:
@@ -32,7 +32,7 @@ def default_config() -> ml_collections.ConfigDict:
     return config
 
 
-class MangoFusion(nnx.Module):
+class MangoFusion(FusionModule):
     """`a: [B, M, D]`, `b: [B, K, D]` -> one stream `Z: [B, M + K, D]`, aux `nll` (weighted)."""
 
     def __init__(self, config: ml_collections.ConfigDict, *, dim: int, tokens: tuple[int, int],

@@ -8,11 +8,11 @@ import jax.numpy as jnp
 import ml_collections
 from flax import nnx
 
-from mango_jax.fusion.base import FusionOutput, check_inputs, output
+from mango_jax.fusion.base import FusionModule, FusionOutput, check_inputs, output
 from mango_jax.fusion.layers import TRANSFORMER_DEFAULTS, transformer_stack
 
 
-class MBTFusion(nnx.Module):
+class MBTFusion(FusionModule):
     """Fusion through a few shared bottleneck tokens (MBT; lecture 002 in `seeds/`).
 
     Layers l < L_f (`fusion_layer`) are separate per-modality transformers,

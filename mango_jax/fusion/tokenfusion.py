@@ -7,7 +7,13 @@ import jax.numpy as jnp
 import ml_collections
 from flax import nnx
 
-from mango_jax.fusion.base import FusionOutput, check_inputs, output, require_equal_tokens
+from mango_jax.fusion.base import (
+    FusionModule,
+    FusionOutput,
+    check_inputs,
+    output,
+    require_equal_tokens,
+)
 from mango_jax.fusion.layers import TRANSFORMER_DEFAULTS, transformer_stack
 
 
@@ -31,7 +37,7 @@ class ScoreNet(nnx.Module):
         return jax.nn.sigmoid(self.logit(h)[..., 0])
 
 
-class TokenFusion(nnx.Module):
+class TokenFusion(FusionModule):
     """Dynamic substitution of uninformative tokens by projected tokens of the other modality.
 
     Per layer l and modality m (m' the other one), with scores from the layer input:

@@ -18,11 +18,11 @@ import jax.numpy as jnp
 import ml_collections
 from flax import nnx
 
-from mango_jax.fusion.base import FusionOutput, check_inputs, output
+from mango_jax.fusion.base import FusionModule, FusionOutput, check_inputs, output
 from mango_jax.fusion.layers import mean_pool
 
 
-class _VectorFusion(nnx.Module):
+class _VectorFusion(FusionModule):
     """Pools both streams; subclasses define `fuse(z_a [B, D], z_b [B, D]) -> [B, D]`."""
 
     DEFAULTS: dict = {}
