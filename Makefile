@@ -6,7 +6,6 @@ STAMP := $(VENV)/.installed
 WORKDIR ?= runs/mfeat
 CONFIG ?= experiments/mfeat.py
 PYTEST_ARGS ?= -n 2
-export XLA_FLAGS ?= --xla_force_host_platform_device_count=8
 
 .PHONY: run test lint setup clean
 
@@ -25,6 +24,7 @@ run: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check .
 
+# The suite runs on 8 simulated CPU devices (tests/conftest.py sets them up before JAX starts).
 test: lint
 	$(BIN)/python -m pytest $(PYTEST_ARGS) || { rc=$$?; \
 	  [ $$rc -ne 5 ] || echo 'pytest collected no tests (exit 5): tests/ must not be empty' >&2; exit $$rc; }

@@ -1,8 +1,18 @@
-"""Fixtures shared across the suite."""
+"""Fixtures shared across the suite, which runs on 8 simulated CPU devices.
 
-import pytest
+The device count is set here, before anything imports JAX, so `pytest` run directly sees the
+same 8 devices as `make test`.
+"""
 
-from mango_jax import data
+import os
+
+_DEVICES = "--xla_force_host_platform_device_count"
+if _DEVICES not in os.environ.get("XLA_FLAGS", ""):
+    os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {_DEVICES}=8".strip()
+
+import pytest  # noqa: E402
+
+from mango_jax import data  # noqa: E402
 
 
 @pytest.fixture(scope="session")
