@@ -38,11 +38,6 @@ def as_single_channel(im: Image.Image) -> Image.Image:
     return im.convert("RGB").getchannel(0)
 
 
-def to_float(im: Image.Image) -> np.ndarray:
-    """(H, W[, C]) float32 of the raw pixel values (no scaling)."""
-    return np.asarray(im, dtype=np.float32)
-
-
 @dataclasses.dataclass(frozen=True)
 class Geometry:
     """Where the output crop comes from: `box` in source pixels, pasted at (top, left).

@@ -120,9 +120,6 @@ class Checkpointer:
                 "count. Run with the original number of processes.")
         return json.loads(saved[0].read_text())
 
-    def wait(self) -> None:
-        self.manager.wait_until_finished()
-
     def close(self) -> None:
         self.manager.wait_until_finished()
         self.manager.close()
