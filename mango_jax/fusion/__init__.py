@@ -19,6 +19,9 @@ called as `module(a, b, deterministic=...) -> FusionOutput(streams, aux_losses, 
   mbt             transformer fields, num_bottlenecks, fusion_layer
   tokenfusion     transformer fields, threshold, sparsity_weight
   geminifusion    transformer fields
+  dynmm           transformer fields, level ('modality' | 'fusion'), gate_hidden, temperature,
+                  cost_weight; fusion level: cost_budget, warmup_steps, anneal_steps,
+                  final_temperature
   mango           the lead's `mango_jax.fusion.mango.default_config()`
 Transformer fields: num_layers (experiment configs set it to MANGO's block count), num_heads,
 mlp_ratio, dropout. The classes' docstrings define each method and field.
@@ -32,6 +35,7 @@ from flax import nnx
 from mango_jax.fusion.base import FusionOutput
 from mango_jax.fusion.basic import Concat, Late, Unimodal
 from mango_jax.fusion.cross_attention import CrossAttentionFusion
+from mango_jax.fusion.dynmm import DynMM
 from mango_jax.fusion.geminifusion import GeminiFusion
 from mango_jax.fusion.mbt import MBTFusion
 from mango_jax.fusion.tokenfusion import TokenFusion
@@ -60,6 +64,7 @@ BASELINES: dict[str, type[nnx.Module]] = {
     "mbt": MBTFusion,
     "tokenfusion": TokenFusion,
     "geminifusion": GeminiFusion,
+    "dynmm": DynMM,
 }
 # 'mango' is imported lazily: its module imports this package.
 NAMES: tuple[str, ...] = ("mango", *BASELINES)
