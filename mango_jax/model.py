@@ -41,6 +41,8 @@ def default_config() -> ml_collections.ConfigDict:
 
 
 class ModelOutput(NamedTuple):
+    """`prediction` and the fusion's per-example `[B]` aux losses and metrics (FusionOutput)."""
+
     prediction: jax.Array
     aux_losses: dict[str, jax.Array]
     metrics: dict[str, jax.Array]

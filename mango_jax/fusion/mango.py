@@ -17,7 +17,7 @@ import ml_collections
 from flax import nnx
 
 from mango_jax import flows
-from mango_jax.fusion.base import FusionModule, FusionOutput, check_inputs
+from mango_jax.fusion.base import FusionModule, FusionOutput, check_inputs, output
 
 
 def default_config() -> ml_collections.ConfigDict:
@@ -33,7 +33,8 @@ def default_config() -> ml_collections.ConfigDict:
 
 
 class MangoFusion(FusionModule):
-    """`a: [B, M, D]`, `b: [B, K, D]` -> one stream `Z: [B, M + K, D]`, aux `nll` (weighted)."""
+    """`a: [B, M, D]`, `b: [B, K, D]` -> one stream `Z: [B, M + K, D]`, aux `nll` (weighted)
+    and metric `nll_bpd`, both per example."""
 
     def __init__(self, config: ml_collections.ConfigDict, *, dim: int, tokens: tuple[int, int],
                  rngs: nnx.Rngs):
@@ -48,6 +49,5 @@ class MangoFusion(FusionModule):
         del deterministic
         check_inputs("mango", a, b, self.dim)
         z, logdet = self.flow(jnp.concatenate([a, b], axis=1))
-        nll = jnp.mean(flows.nll_bits_per_dim(z, logdet)).astype(jnp.float32)
-        return FusionOutput(streams=(z,), aux_losses={"nll": self.nll_weight * nll},
-                            metrics={"nll_bpd": nll})
+        nll = flows.nll_bits_per_dim(z, logdet).astype(jnp.float32)
+        return output(z, aux_losses={"nll": self.nll_weight * nll}, metrics={"nll_bpd": nll})
