@@ -6,7 +6,8 @@ called as `module(a, b, deterministic=...) -> FusionOutput(streams, aux_losses, 
 
 `default_config(name)` gives each method's fields and defaults:
   unimodal        modality ('a' | 'b')
-  concat          mode ('feature' | 'token') + transformer fields (mode='token' only)
+  concat          mode ('feature' | 'token'), mlp_ratio, dropout; mode='token' also num_layers,
+                  num_heads
   late            -
   additive        -
   multiplicative  -
