@@ -77,15 +77,19 @@ def _unknown(name: object) -> ValueError:
     return ValueError(f"unknown fusion method {name!r}; valid names: {', '.join(NAMES)}")
 
 
-def default_config(name: str) -> ml_collections.ConfigDict:
-    """The fields and defaults of method `name` (see the module docstring), with `name` set."""
+def default_config(name: str, *, dense: bool = False) -> ml_collections.ConfigDict:
+    """The fields and defaults of method `name` (see the module docstring), with `name` set;
+    `dense`: the defaults for a task head that decodes a token grid (the class's
+    `DENSE_DEFAULTS` over its `DEFAULTS`)."""
     if name == "mango":
         from mango_jax.fusion.mango import default_config as mango_default_config
 
         return mango_default_config()
     if name not in BASELINES:
         raise _unknown(name)
-    return ml_collections.ConfigDict({"name": name, **BASELINES[name].DEFAULTS})
+    cls = BASELINES[name]
+    return ml_collections.ConfigDict(
+        {"name": name, **cls.DEFAULTS, **(cls.DENSE_DEFAULTS if dense else {})})
 
 
 def build(

@@ -39,6 +39,9 @@ class FusionModule(nnx.Module):
 
     # The method's config fields and their defaults (besides `name`).
     DEFAULTS: ClassVar[dict[str, Any]] = {}
+    # Fields whose default differs when the task head decodes a token grid (segmentation,
+    # translation), e.g. DynMM's fusion-level decision.
+    DENSE_DEFAULTS: ClassVar[dict[str, Any]] = {}
 
     def describe(self) -> dict[str, Any]:
         """JSON-serialisable facts about the built module (e.g. MANGO's partition kinds),

@@ -34,7 +34,7 @@ def gate_weights(logits: jax.Array, temperature: jax.Array | float, *, hard: boo
     if not hard:
         return soft
     one_hot = jax.nn.one_hot(jnp.argmax(soft, axis=-1), soft.shape[-1], dtype=soft.dtype)
-    return one_hot + soft - jax.lax.stop_gradient(soft)
+    return one_hot + (soft - jax.lax.stop_gradient(soft))
 
 
 class Gate(nnx.Module):
@@ -126,6 +126,8 @@ class DynMM(FusionModule):
       task head, not after it as in the paper (the model's head follows the fusion); with a
       hard choice the two are the same. The resource-aware loss, per example: `λ · g_ab`, so its
       mean is λ times the share of examples sent to the fusion expert (the expensive one).
+      Experts and gate train together from scratch (the paper pre-trains the experts, then
+      fine-tunes with the gate); the fusion level's warm-up plays the pre-training's part.
     level='fusion' (the paper's fusion-level decision; dense tasks): one FusionStack of L =
       `num_layers` layers; path k (k = 0..L) lets b into the first k layers and the rest attend
       within a only. One global gate (one decision for the whole stack, per example) picks k.
@@ -139,12 +141,15 @@ class DynMM(FusionModule):
       adds one layer of b and b's keys, so path k's FLOPs grow about linearly in k and c_k is
       close to its extra FLOPs over path 0 as a fraction of path L's (`describe()` has XLA's).
       Every example's expected cost is held under the budget; below it the task loss decides.
+      Training passes are counted in the module (`TrainingProgress`; one per micro-batch under
+      gradient accumulation).
 
-    Config: `level` ('modality' | 'fusion'; `experiments/common.py` sets 'fusion' for dense
-    tasks); `num_layers`, `num_heads`, `mlp_ratio`, `dropout` (both levels: each expert's or the
-    stack's layers); `gate_hidden` (the gate MLP's width, None = D); `temperature` (τ; at the
-    fusion level, τ at the end of warm-up); `cost_weight` (λ, the resource-aware loss weight;
-    0.1 is the official MM-IMDB default); fusion level only: `cost_budget` (in units of c_k),
+    Config: `level` ('modality' | 'fusion'; 'fusion' by default where the task head is dense,
+    `default_config(name, dense=True)`; both levels keep a's tokens, so either runs anywhere);
+    `num_layers`, `num_heads`, `mlp_ratio`, `dropout` (each expert's or the stack's layers);
+    `gate_hidden` (the gate MLP's width, None = D); `temperature` (τ; at the fusion level, τ
+    until the warm-up ends); `cost_weight` (λ of the resource-aware loss; 0.1, the official
+    code's MM-IMDB setting); fusion level only: `cost_budget` (in units of c_k),
     `warmup_steps`, `anneal_steps`, `final_temperature`.
     Streams: one, a's tokens `[B, M, D]` (so dense heads can decode it). Aux loss `dynmm_cost`;
     metrics `dynmm/share_<path>` (one-hot of the hard choice: their eval means are the shares;
@@ -163,6 +168,7 @@ class DynMM(FusionModule):
         "anneal_steps": 2000,
         "final_temperature": 0.1,
     }
+    DENSE_DEFAULTS = {"level": "fusion"}
 
     def __init__(self, config: ml_collections.ConfigDict, *, dim: int, tokens: tuple[int, int],
                  rngs: nnx.Rngs):
@@ -284,11 +290,10 @@ class DynMM(FusionModule):
         and the compute saved against the static full fusion (path 'ab' or 'L', no gate)."""
         del model, batch, workdir
         flops, gate = self.path_flops(), self.gate_flops()
-        return {"path_flops": flops, "gate_flops": gate,
-                "splits": {split: compute_saved(flops, gate, {
+        return {split: compute_saved(flops, gate, {
                     name: metrics[f"dynmm/share_{name}"] for name in flops})
-                    for split, metrics in results.items()
-                    if f"dynmm/share_{self.path_names[0]}" in metrics}}
+                for split, metrics in results.items()
+                if f"dynmm/share_{self.path_names[0]}" in metrics}
 
 
 def compute_saved(path_flops: dict[str, float], gate_flops: float,

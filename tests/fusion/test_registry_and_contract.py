@@ -21,6 +21,7 @@ EXPECTED_TOKENS = {
     "unimodal": lambda m, k: [m],
     "concat": lambda m, k: [m],
     "late": lambda m, k: [m, k],
+    "dynmm": lambda m, k: [m],
     **{name: (lambda m, k: [1]) for name in POOLED},
     **{name: (lambda m, k: [m, k]) for name in TRANSFORMERS},
 }
@@ -152,7 +153,7 @@ def test_wrong_width_is_reported():
         module(a[..., :4], b[..., :4])
 
 
-@pytest.mark.parametrize("name", ["concat", *sorted(TRANSFORMERS)])
+@pytest.mark.parametrize("name", ["concat", "dynmm", *sorted(TRANSFORMERS)])
 def test_dropout_only_when_not_deterministic(name):
     config = small_config(name)
     config.dropout = 0.5
