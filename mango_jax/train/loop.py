@@ -21,6 +21,7 @@ from flax import nnx
 from jax.experimental import multihost_utils
 
 from mango_jax import data
+from mango_jax.fusion.base import FusionModule
 from mango_jax.metrics import make_evaluator
 from mango_jax.metrics.inception import make_fid_features_fn
 from mango_jax.model import MultimodalModel
@@ -222,7 +223,10 @@ def train(config, workdir: str) -> Trainer:
 
 
 def evaluate_and_report(trainer: Trainer, workdir: str, *, train_time: float | None) -> dict:
-    """Evaluates every split, writes results.json and the plots (process 0)."""
+    """Evaluates every split, writes results.json and the plots (process 0).
+
+    `meta.fusion` is the method's name; `meta.fusion_details` and `meta.diagnostics` are what
+    its `describe()` and `diagnostics()` return (FusionModule)."""
     config = trainer.config
     results = {}
     for split in config.eval_splits:
@@ -231,34 +235,32 @@ def evaluate_and_report(trainer: Trainer, workdir: str, *, train_time: float | N
     for split, metrics in results.items():
         writer.write(trainer.step, f"final_{split}", metrics)
     writer.close()
-    fusion_name = config.model.fusion.name
-    flow = config.model.fusion.get("flow")
+    fusion = trainer.model.fusion
     results["meta"] = {
-        "experiment": config.experiment, "fusion": fusion_name,
-        "flow_layer": flow.layer if flow else None,
-        "num_blocks": flow.num_blocks if flow else config.model.fusion.get("num_layers"),
-        "partitions": sorted({k.split("_")[0] for k in flow.block_pattern
-                              if k.split("_")[0] in ("mmca", "imca", "lica")}) if flow else None,
+        "experiment": config.experiment, "fusion": config.model.fusion.name,
+        "fusion_details": fusion.describe(),
         "latent_model": bool(config.model.latent_model),
         "sources": list(config.data.modalities),
         "target": config.data.get("target") or trainer.info.task,
         "params": trainer.param_counts["total"], "train_time_s": train_time,
         "steps": trainer.step, "config": json.loads(config.to_json_best_effort()),
+        "diagnostics": {},
     }
-    if is_main_process():
-        with open(os.path.join(workdir, "results.json"), "w") as f:
-            json.dump(results, f, indent=2)
-        plots.plot_curves(workdir, sorted(trainer.evaluator.finalize(trainer.evaluator.init())))
-    if fusion_name == "mango":
-        # Process 0 plots alone, so it computes on a host copy of parameters that may be split
-        # over every process's devices (gathering them is a collective: all processes call it).
+    if type(fusion).diagnostics is not FusionModule.diagnostics:
+        # Process 0 runs the hook alone, so it computes on a host copy of parameters that may be
+        # split over every process's devices (gathering them is a collective: all processes
+        # call it).
         graphdef, model_state = nnx.split(trainer.model)
         model = nnx.merge(graphdef, distributed.host_copy(model_state))
         if is_main_process():
             batch = next(iter(data.make_iterator(config.data, "val", batch_size=2, train=False,
                                                  seed=0, shard_by_process=False)))
-            plots.plot_attention(workdir, plots.attention_maps(model, batch,
-                                                               flow.block_pattern))
+            results["meta"]["diagnostics"] = model.fusion.diagnostics(
+                model, batch, workdir, {k: v for k, v in results.items() if k != "meta"})
+    if is_main_process():
+        with open(os.path.join(workdir, "results.json"), "w") as f:
+            json.dump(results, f, indent=2)
+        plots.plot_curves(workdir, sorted(trainer.evaluator.finalize(trainer.evaluator.init())))
     return results
 
 

@@ -116,7 +116,11 @@ def test_run_writes_results_plots_and_events(mfeat_data_dir, tmp_path):
     assert written["test"]["accuracy"] == results["test"]["accuracy"]
     assert 0.0 <= written["test"]["accuracy"] <= 1.0
     assert written["meta"]["sources"] == ["fac", "zer"]
-    assert written["meta"]["partitions"] == ["imca", "lica", "mmca"]
+    assert written["meta"]["fusion_details"] == {"flow_layer": "mango", "num_blocks": 1,
+                                                 "partitions": ["imca", "lica", "mmca"]}
+    assert written["meta"]["diagnostics"] == {
+        "attention_maps": "attention.png",
+        "attention_kinds": ["mmca_ab", "mmca_ba", "imca_1", "imca_2", "imca_3", "imca_4", "lica"]}
     for name in ("loss.png", "nll.png", "metric_accuracy.png", "attention.png"):
         assert os.path.getsize(os.path.join(workdir, name)) > 1000, name
     assert os.listdir(os.path.join(workdir, "tensorboard"))
