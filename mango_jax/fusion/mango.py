@@ -22,6 +22,7 @@ import numpy as np
 from flax import nnx
 
 from mango_jax import flows
+from mango_jax.flows.glow import initialize_actnorms
 from mango_jax.flows.mango import ICA_KINDS
 from mango_jax.fusion.base import FusionModule, FusionOutput, check_inputs, output
 
@@ -53,6 +54,8 @@ class MangoFusion(FusionModule):
         self.num_blocks = int(flow_config.num_blocks)
         self.block_pattern = tuple(flow_config.block_pattern)
         self.flow = flows.build(flow_config, rngs=rngs)
+        self.has_actnorm = any(isinstance(node, flows.ActNorm)
+                               for _, node in nnx.iter_graph(self.flow))
 
     def __call__(self, a, b, *, deterministic: bool = True) -> FusionOutput:
         del deterministic
@@ -60,6 +63,15 @@ class MangoFusion(FusionModule):
         z, logdet = self.flow(jnp.concatenate([a, b], axis=1))
         nll = flows.nll_bits_per_dim(z, logdet).astype(jnp.float32)
         return output(z, aux_losses={"nll": self.nll_weight * nll}, metrics={"nll_bpd": nll})
+
+    def needs_data_init(self) -> bool:
+        return self.has_actnorm
+
+    def data_init(self, a, b) -> None:
+        """Glow's data-dependent ActNorm initialisation (section 3.1) on G's input `[F_A, F_B]`:
+        every ActNorm of G (Glow, Flow++ and AttnFlow blocks, or 'actnorm' in a MANGO block)
+        leaves the batch with zero mean and unit variance per channel."""
+        initialize_actnorms(self.flow, jnp.concatenate([a, b], axis=1))
 
     @property
     def ica_kinds(self) -> tuple[str, ...]:

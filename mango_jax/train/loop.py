@@ -99,8 +99,24 @@ class Trainer:
         self.steps = total_steps(config, self.info)
         self.mesh = make_mesh(config.mesh.fsdp)
         self.batch_sharding = batch_sharding(self.mesh)
+        if config.batch_size % (config.optimizer.grad_accum_steps * jax.device_count()):
+            raise ValueError(f"batch_size={config.batch_size} must be divisible by "
+                             "grad_accum_steps × devices")
+        self.checkpointer = Checkpointer(os.path.join(workdir, "checkpoints"),
+                                         keep=config.keep_checkpoints,
+                                         best_metric=config.best_metric,
+                                         best_mode=config.best_mode)
+        self.train_iter = data.make_iterator(
+            config.data, "train", batch_size=per_process(config.batch_size, "batch_size"),
+            train=True, seed=config.data.seed)
         model = build_model(config, self.info)
         self.param_counts = parameter_counts(model)
+        # A fresh run initialises data-dependent parameters (Glow's ActNorm) from its first
+        # global batch, which step 1 then trains on; a resumed run skips this and restores.
+        self.first_batch = None
+        if self.checkpointer.latest_step() is None:
+            self.first_batch = global_batch(next(self.train_iter), self.batch_sharding)
+            model.data_init(self.first_batch)
         tx, schedule = make_optimizer(config.optimizer, self.steps)
         optimizer = nnx.Optimizer(model, tx, wrt=nnx.Param)
         self.graphdef, state = nnx.split((model, optimizer))
@@ -109,9 +125,6 @@ class Trainer:
         step_config = StepConfig(task=self.info.task, ignore_index=self.info.ignore_index,
                                  compute_dtype=config.compute_dtype,
                                  grad_accum_steps=config.optimizer.grad_accum_steps)
-        if config.batch_size % (config.optimizer.grad_accum_steps * jax.device_count()):
-            raise ValueError(f"batch_size={config.batch_size} must be divisible by "
-                             "grad_accum_steps × devices")
         self.train_step = make_train_step(self.graphdef, step_config, schedule, mesh=self.mesh,
                                           state_sharding=self.state_sharding,
                                           parallelism=config.parallelism)
@@ -122,13 +135,6 @@ class Trainer:
                                         fid_features_fn=features)
         self.eval_step = make_eval_step(self.graphdef, step_config, self.evaluator,
                                         state_sharding=self.state_sharding)
-        self.train_iter = data.make_iterator(
-            config.data, "train", batch_size=per_process(config.batch_size, "batch_size"),
-            train=True, seed=config.data.seed)
-        self.checkpointer = Checkpointer(os.path.join(workdir, "checkpoints"),
-                                         keep=config.keep_checkpoints,
-                                         best_metric=config.best_metric,
-                                         best_mode=config.best_mode)
         self.writer = MetricWriter(workdir, active=is_main_process())
         self.step = 0
 
@@ -169,7 +175,9 @@ class Trainer:
         pending: list[tuple[int, dict]] = []
         last_eval: dict[str, float] | None = None
         while self.step < stop_step:
-            batch = global_batch(next(self.train_iter), self.batch_sharding)
+            batch, self.first_batch = self.first_batch, None
+            if batch is None:
+                batch = global_batch(next(self.train_iter), self.batch_sharding)
             self.state, logs = self.train_step(self.state, batch)
             self.step += 1
             pending.append((self.step, logs))
