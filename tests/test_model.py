@@ -1,4 +1,7 @@
-"""The model for every task, the NLL's scale remedy, and the task losses against NumPy."""
+"""The model for every task, the NLL's scale remedy, the task losses against NumPy, and what
+MANGO describes and draws (describe / diagnostics)."""
+
+import os
 
 import jax
 import jax.numpy as jnp
@@ -121,3 +124,32 @@ def test_task_losses_match_numpy():
     got = task_loss("segmentation", seg_logits, {"label": seg, "mask": np.ones(2, bool)},
                     ignore_index=255)
     assert float(got) == pytest.approx(ref, rel=1e-5)
+
+
+@pytest.mark.parametrize("layer", ["mango", "realnvp"])
+def test_mango_describes_g_and_draws_attention_only_where_g_has_ica_layers(layer, tmp_path):
+    data_info = info("multiclass", {"x": (7,), "y": (5,)}, {"x": "vector", "y": "vector"})
+    config = small_config()
+    config.fusion.flow.layer = layer
+    model = MultimodalModel(config, data_info, ("x", "y"), rngs=nnx.Rngs(0))
+    batch = {"x": jax.random.normal(jax.random.key(0), (2, 7)),
+             "y": jax.random.normal(jax.random.key(1), (2, 5)), "label": jnp.zeros(2, int)}
+    described = model.fusion.describe()
+    diagnostics = model.fusion.diagnostics(model, batch, str(tmp_path), {})
+    if layer != "mango":
+        assert described == {"flow_layer": layer, "num_blocks": 1, "partitions": None}
+        assert diagnostics == {} and not os.listdir(tmp_path)
+        return
+    assert described == {"flow_layer": "mango", "num_blocks": 1,
+                         "partitions": ["imca", "lica", "mmca"]}
+    kinds = ["mmca_ab", "mmca_ba", "imca_1", "imca_2", "imca_3", "imca_4", "lica"]
+    assert diagnostics == {"attention_maps": "attention.png", "attention_kinds": kinds}
+    assert os.path.getsize(tmp_path / "attention.png") > 1000
+    maps = model.fusion.attention_maps(model, batch)
+    assert list(maps) == kinds
+    # The first layer (MMCA A→B) sees G's input: its map is that layer's attention over the
+    # conditioning tokens (modality A) of example 0.
+    a, b = model.features(batch)
+    first = model.fusion.flow.layers[0].layers[0]
+    x1 = jnp.concatenate([a, b], axis=1)[:1, np.asarray(first.idx1)]
+    np.testing.assert_allclose(maps["mmca_ab"], first.attention(x1)[0, 0], rtol=1e-5, atol=1e-6)

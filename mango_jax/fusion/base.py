@@ -48,6 +48,17 @@ class FusionModule(nnx.Module):
         written into `results.json` beside the run's metadata."""
         return {}
 
+    def needs_data_init(self) -> bool:
+        """Whether `data_init` does anything (otherwise the model skips computing features)."""
+        return type(self).data_init is not FusionModule.data_init
+
+    def data_init(self, a: jax.Array, b: jax.Array) -> None:
+        """Data-dependent initialisation (e.g. Glow's ActNorm) from the features `a`, `b` of the
+        first global training batch, as the module receives them. The training loop calls it
+        (through `MultimodalModel.data_init`, under jit) once, before the optimiser is built,
+        and not when it resumes from a checkpoint. It may only assign parameters."""
+        del a, b
+
     def diagnostics(self, model, batch, workdir: str, results: dict) -> dict[str, Any]:
         """Called once on process 0 after the final evaluation, with a host copy of the trained
         `model`, a small validation `batch` and `results` ({split: metrics}). It may write

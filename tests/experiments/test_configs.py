@@ -100,7 +100,7 @@ def test_runlocal_trains_and_reports(name, data_dir, run_main, tmp_path):
     assert meta["experiment"] == name
     assert meta["steps"] == config.num_steps
     assert meta["sources"] == list(config.data.modalities)
-    assert meta["fusion"] == "mango" and meta["flow_layer"] == "mango"
+    assert meta["fusion"] == "mango" and meta["fusion_details"]["flow_layer"] == "mango"
     if name == "taskonomy":  # experiments/report.py finds Table 2's row by sources and target.
         assert meta["target"] == config.data.target
 
