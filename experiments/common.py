@@ -50,7 +50,8 @@ def base_config(experiment: str, dataset: str) -> ml_collections.ConfigDict:
     large parameter (1 = pure data parallelism). compare: fusion names to train one after
     another under the same budget (one workdir each) and tabulate; empty: just this config.
     inception_weights: FID Inception-v3 `.npz` (mango_jax.metrics.convert_inception); when set,
-    translation runs also report FID and KID.
+    translation runs also report FID and KID. dense_task: the task head decodes a token grid
+    (set by `select_fusion`): the compared methods take their dense defaults.
     """
     config = ml_collections.ConfigDict()
     config.experiment = experiment
@@ -74,13 +75,15 @@ def base_config(experiment: str, dataset: str) -> ml_collections.ConfigDict:
     config.mesh = ml_collections.ConfigDict({"fsdp": 1})
     config.compare = ()
     config.inception_weights = ml_collections.config_dict.placeholder(str)
+    config.dense_task = False
     return config
 
 
 def set_fusion(config: ml_collections.ConfigDict, name: str) -> None:
-    """Switches the model to fusion method `name`, keeping MANGO's depth as the budget."""
+    """Switches the model to fusion method `name` (its dense defaults where
+    `config.dense_task`), keeping MANGO's depth as the budget."""
     depth = config.model.fusion.flow.num_blocks if config.model.fusion.name == "mango" else None
-    config.model.fusion = fusion.default_config(name)
+    config.model.fusion = fusion.default_config(name, dense=config.dense_task)
     if depth is not None and "num_layers" in config.model.fusion:
         config.model.fusion.num_layers = depth
 
@@ -135,8 +138,11 @@ def select_fusion(config: ml_collections.ConfigDict, value: str, *, dense: bool)
     """`fusion=name`, `a+b+...` (trained one after another, then tabulated) or `all`.
 
     Call it after the MANGO fields are final: a baseline takes MANGO's depth as its layers.
-    `dense`: the task head decodes a token grid, which pooled-vector fusions do not keep.
+    `dense`: the task head decodes a token grid, which pooled-vector fusions do not keep; it is
+    recorded as `config.dense_task`, so every method takes its dense defaults (DynMM: the
+    fusion-level decision), also when several are compared.
     """
+    config.dense_task = dense
     valid = tuple(n for n in fusion.NAMES if not (dense and n in POOLED_FUSIONS))
     methods = valid if value == "all" else tuple(value.split("+"))
     pooled = [m for m in methods if m in POOLED_FUSIONS and dense]

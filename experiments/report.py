@@ -19,7 +19,9 @@ per table plus `report.md`, which holds them all:
 | runs                      | every run with its settings and all its metrics                |
 
 Reading a run. `results.json` is `{"test": {metric: value}, "val": {...}, "meta": {...}}` as the
-training loop writes it (metric values are fractions). Our number in a paper table is the run's
+training loop writes it (metric values are fractions); a run's flow layer, blocks and partitions
+are what its fusion method describes (`meta.fusion_details`; older runs hold them in `meta`
+itself), a baseline's blocks its config's `num_layers`. Our number in a paper table is the run's
 'test' split, or its 'val' split where it has no 'test'; fractions are printed as percentages
 where the paper prints them, KID ×100 and MAE / MSE ×10 (the paper's "×10^-2" / "×10^-1" units).
 Several runs that land in one cell (seeds) are averaged and printed as mean±std. A cell of ours
@@ -230,7 +232,18 @@ class Run:
     meta: dict
 
     def get(self, key, default=None):
-        return self.meta.get(key, default)
+        """`meta[key]`, else what the fusion method described (`meta.fusion_details`, e.g.
+        MANGO's flow_layer, num_blocks, partitions); a baseline's depth is its config's
+        `num_layers`. Runs written before `fusion_details` existed hold these in `meta`."""
+        if key in self.meta:
+            return self.meta[key]
+        details = self.meta.get("fusion_details") or {}
+        if key in details:
+            return details[key]
+        if key == "num_blocks":
+            fusion = ((self.meta.get("config") or {}).get("model") or {}).get("fusion") or {}
+            return fusion.get("num_layers", default)
+        return default
 
     @property
     def experiment(self) -> str:
@@ -610,8 +623,10 @@ def _seg_row(rs, nyu, sun):
 def table4(runs: Sequence[Run]) -> Table:
     t = Table("table4_flow_layer", "Table 4: effectiveness of the invertible layer (%)",
               seg_columns(["Layer"]))
-    base = {k: v for k, v in MAIN_CONFIG.items() if k != "flow_layer"}
-    rs = _ablation_runs(runs, **base)
+    base = {k: v for k, v in MAIN_CONFIG.items() if k not in ("flow_layer", "partitions")}
+    # Only MANGO's own layer has partitions (a baseline layer's are None).
+    rs = [r for r in _ablation_runs(runs, **base)
+          if r.setting("flow_layer") != "mango" or r.partitions == FULL_PARTITIONS]
     known = set()
     for name, layer, nyu, sun in TABLE4:
         known.add(layer)
@@ -619,8 +634,8 @@ def table4(runs: Sequence[Run]) -> Table:
     for layer in sorted({str(r.setting("flow_layer")) for r in rs} - known):
         t.add(f"{layer} (ours only)",
               *_seg_row([r for r in rs if str(r.setting("flow_layer")) == layer], None, None))
-    t.notes.append("MANGO runs with 12 blocks, MMCA+IMCA+LICA and the latent model; the flow "
-                   "layer varies (meta.flow_layer).")
+    t.notes.append("MANGO runs with 12 blocks, MMCA+IMCA+LICA (for its own layer) and the latent "
+                   "model; the flow layer varies (meta.fusion_details.flow_layer).")
     return t
 
 
@@ -645,7 +660,7 @@ def table5(runs: Sequence[Run]) -> Table:
             row[-1] += f" (+{', '.join(extra)})"
         t.add(*row, *_seg_row([r for r in rs if r.partitions == parts], None, None))
     t.notes.append("MANGO runs with the 'mango' flow layer, 12 blocks and the latent model; "
-                   "meta.partitions varies. Rows the paper lacks are ours only.")
+                   "meta.fusion_details.partitions varies. Rows the paper lacks are ours only.")
     return t
 
 

@@ -41,6 +41,8 @@ def default_config() -> ml_collections.ConfigDict:
 
 
 class ModelOutput(NamedTuple):
+    """`prediction` and the fusion's per-example `[B]` aux losses and metrics (FusionOutput)."""
+
     prediction: jax.Array
     aux_losses: dict[str, jax.Array]
     metrics: dict[str, jax.Array]
@@ -117,6 +119,21 @@ class MultimodalModel(nnx.Module):
         a = self.encoder_a(batch[self.modalities[0]], deterministic=deterministic)
         b = self.encoder_b(batch[self.modalities[1]], deterministic=deterministic)
         return fixed_scale(a), fixed_scale(b)
+
+    def data_init(self, batch) -> None:
+        """The fusion's data-dependent initialisation (`FusionModule.data_init`) from `batch`'s
+        scale-fixed features, jitted; nothing is computed when the fusion has none."""
+        if not self.fusion.needs_data_init():
+            return
+        graphdef, state = nnx.split(self)
+
+        def init(state, batch):
+            model = nnx.merge(graphdef, state)
+            model.fusion.data_init(*model.features(batch))
+            return nnx.state(model)
+
+        inputs = {m: batch[m] for m in self.modalities}
+        nnx.update(self, jax.jit(init)(state, inputs))
 
     def __call__(self, batch, *, deterministic: bool = True) -> ModelOutput:
         a, b = self.features(batch, deterministic=deterministic)

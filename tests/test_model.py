@@ -1,4 +1,7 @@
-"""The model for every task, the NLL's scale remedy, and the task losses against NumPy."""
+"""The model for every task, the NLL's scale remedy, the task losses against NumPy, and what
+MANGO describes and draws (describe / diagnostics)."""
+
+import os
 
 import jax
 import jax.numpy as jnp
@@ -52,7 +55,8 @@ def test_dense_tasks_predict_at_input_resolution(task):
     model = MultimodalModel(small_config(), data_info, ("rgb", "depth"), rngs=nnx.Rngs(0))
     out = model(image_batch())
     assert out.prediction.shape == (2, 16, 16, 5 if task == "segmentation" else 3)
-    assert np.isfinite(float(out.aux_losses["nll"])) and "nll_bpd" in out.metrics
+    assert out.aux_losses["nll"].shape == out.metrics["nll_bpd"].shape == (2,)
+    assert np.all(np.isfinite(out.aux_losses["nll"]))
     if task == "translation":
         assert float(jnp.max(jnp.abs(out.prediction))) <= 1.0
 
@@ -87,11 +91,11 @@ def test_shrinking_the_encoder_cannot_lower_the_nll():
     model = MultimodalModel(small_config(), data_info, ("x", "y"), rngs=nnx.Rngs(0))
     batch = {"x": jax.random.normal(jax.random.key(0), (4, 7)),
              "y": jax.random.normal(jax.random.key(1), (4, 5))}
-    nll = float(model(batch).metrics["nll_bpd"])
+    nll = np.asarray(model(batch).metrics["nll_bpd"])
     for encoder in (model.encoder_a, model.encoder_b):
         encoder.net.project.kernel[...] *= 1e-3
         encoder.net.project.bias[...] *= 1e-3
-    assert float(model(batch).metrics["nll_bpd"]) == pytest.approx(nll, rel=1e-3)
+    np.testing.assert_allclose(model(batch).metrics["nll_bpd"], nll, rtol=1e-3)
     tokens = jax.random.normal(jax.random.key(2), (2, 3, 16)) * 5 + 2
     np.testing.assert_allclose(jnp.mean(fixed_scale(tokens) ** 2, axis=-1), 1.0, rtol=1e-4)
 
@@ -120,3 +124,32 @@ def test_task_losses_match_numpy():
     got = task_loss("segmentation", seg_logits, {"label": seg, "mask": np.ones(2, bool)},
                     ignore_index=255)
     assert float(got) == pytest.approx(ref, rel=1e-5)
+
+
+@pytest.mark.parametrize("layer", ["mango", "realnvp"])
+def test_mango_describes_g_and_draws_attention_only_where_g_has_ica_layers(layer, tmp_path):
+    data_info = info("multiclass", {"x": (7,), "y": (5,)}, {"x": "vector", "y": "vector"})
+    config = small_config()
+    config.fusion.flow.layer = layer
+    model = MultimodalModel(config, data_info, ("x", "y"), rngs=nnx.Rngs(0))
+    batch = {"x": jax.random.normal(jax.random.key(0), (2, 7)),
+             "y": jax.random.normal(jax.random.key(1), (2, 5)), "label": jnp.zeros(2, int)}
+    described = model.fusion.describe()
+    diagnostics = model.fusion.diagnostics(model, batch, str(tmp_path), {})
+    if layer != "mango":
+        assert described == {"flow_layer": layer, "num_blocks": 1, "partitions": None}
+        assert diagnostics == {} and not os.listdir(tmp_path)
+        return
+    assert described == {"flow_layer": "mango", "num_blocks": 1,
+                         "partitions": ["imca", "lica", "mmca"]}
+    kinds = ["mmca_ab", "mmca_ba", "imca_1", "imca_2", "imca_3", "imca_4", "lica"]
+    assert diagnostics == {"attention_maps": "attention.png", "attention_kinds": kinds}
+    assert os.path.getsize(tmp_path / "attention.png") > 1000
+    maps = model.fusion.attention_maps(model, batch)
+    assert list(maps) == kinds
+    # The first layer (MMCA A→B) sees G's input: its map is that layer's attention over the
+    # conditioning tokens (modality A) of example 0.
+    a, b = model.features(batch)
+    first = model.fusion.flow.layers[0].layers[0]
+    x1 = jnp.concatenate([a, b], axis=1)[:1, np.asarray(first.idx1)]
+    np.testing.assert_allclose(maps["mmca_ab"], first.attention(x1)[0, 0], rtol=1e-5, atol=1e-6)

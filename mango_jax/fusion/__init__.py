@@ -6,7 +6,8 @@ called as `module(a, b, deterministic=...) -> FusionOutput(streams, aux_losses, 
 
 `default_config(name)` gives each method's fields and defaults:
   unimodal        modality ('a' | 'b')
-  concat          mode ('feature' | 'token') + transformer fields (mode='token' only)
+  concat          mode ('feature' | 'token'), mlp_ratio, dropout; mode='token' also num_layers,
+                  num_heads
   late            -
   additive        -
   multiplicative  -
@@ -19,6 +20,9 @@ called as `module(a, b, deterministic=...) -> FusionOutput(streams, aux_losses, 
   mbt             transformer fields, num_bottlenecks, fusion_layer
   tokenfusion     transformer fields, threshold, sparsity_weight
   geminifusion    transformer fields
+  dynmm           transformer fields, level ('modality' | 'fusion'), gate_hidden, temperature,
+                  cost_weight; fusion level: cost_budget, warmup_steps, anneal_steps,
+                  final_temperature
   mango           the lead's `mango_jax.fusion.mango.default_config()`
 Transformer fields: num_layers (experiment configs set it to MANGO's block count), num_heads,
 mlp_ratio, dropout. The classes' docstrings define each method and field.
@@ -32,6 +36,7 @@ from flax import nnx
 from mango_jax.fusion.base import FusionOutput
 from mango_jax.fusion.basic import Concat, Late, Unimodal
 from mango_jax.fusion.cross_attention import CrossAttentionFusion
+from mango_jax.fusion.dynmm import DynMM
 from mango_jax.fusion.geminifusion import GeminiFusion
 from mango_jax.fusion.mbt import MBTFusion
 from mango_jax.fusion.tokenfusion import TokenFusion
@@ -60,6 +65,7 @@ BASELINES: dict[str, type[nnx.Module]] = {
     "mbt": MBTFusion,
     "tokenfusion": TokenFusion,
     "geminifusion": GeminiFusion,
+    "dynmm": DynMM,
 }
 # 'mango' is imported lazily: its module imports this package.
 NAMES: tuple[str, ...] = ("mango", *BASELINES)
@@ -71,15 +77,19 @@ def _unknown(name: object) -> ValueError:
     return ValueError(f"unknown fusion method {name!r}; valid names: {', '.join(NAMES)}")
 
 
-def default_config(name: str) -> ml_collections.ConfigDict:
-    """The fields and defaults of method `name` (see the module docstring), with `name` set."""
+def default_config(name: str, *, dense: bool = False) -> ml_collections.ConfigDict:
+    """The fields and defaults of method `name` (see the module docstring), with `name` set;
+    `dense`: the defaults for a task head that decodes a token grid (the class's
+    `DENSE_DEFAULTS` over its `DEFAULTS`)."""
     if name == "mango":
         from mango_jax.fusion.mango import default_config as mango_default_config
 
         return mango_default_config()
     if name not in BASELINES:
         raise _unknown(name)
-    return ml_collections.ConfigDict({"name": name, **BASELINES[name].DEFAULTS})
+    cls = BASELINES[name]
+    return ml_collections.ConfigDict(
+        {"name": name, **cls.DEFAULTS, **(cls.DENSE_DEFAULTS if dense else {})})
 
 
 def build(

@@ -17,9 +17,12 @@ class FusionOutput:
 
     streams: one or more `[B, T, D']` token streams (T >= 1); the model applies its task head to
       each and averages the logits. A method that yields one pooled vector returns `[B, 1, D']`.
-    aux_losses: float32 scalars, already weighted, that the training loop adds to the loss.
-    metrics: float32 scalars to log only (e.g. MANGO's NLL in bits/dim, the fraction of tokens
-      TokenFusion substituted); never added to the loss.
+    aux_losses: per-example `[B]` float32 terms, already weighted, that the training step
+      adds to the loss.
+    metrics: per-example `[B]` float32 values to log only (e.g. MANGO's NLL in bits/dim, the
+      fraction of tokens TokenFusion substituted); never added to the loss.
+    Per example, because a module never sees the batch mask: the step averages each term over
+    the real examples (`batch["mask"]`), so padded rows of an eval batch count for nothing.
     """
 
     streams: tuple[jax.Array, ...]
@@ -36,11 +39,25 @@ class FusionModule(nnx.Module):
 
     # The method's config fields and their defaults (besides `name`).
     DEFAULTS: ClassVar[dict[str, Any]] = {}
+    # Fields whose default differs when the task head decodes a token grid (segmentation,
+    # translation), e.g. DynMM's fusion-level decision.
+    DENSE_DEFAULTS: ClassVar[dict[str, Any]] = {}
 
     def describe(self) -> dict[str, Any]:
         """JSON-serialisable facts about the built module (e.g. MANGO's partition kinds),
         written into `results.json` beside the run's metadata."""
         return {}
+
+    def needs_data_init(self) -> bool:
+        """Whether `data_init` does anything (otherwise the model skips computing features)."""
+        return type(self).data_init is not FusionModule.data_init
+
+    def data_init(self, a: jax.Array, b: jax.Array) -> None:
+        """Data-dependent initialisation (e.g. Glow's ActNorm) from the features `a`, `b` of the
+        first global training batch, as the module receives them. The training loop calls it
+        (through `MultimodalModel.data_init`, under jit) once, before the optimiser is built,
+        and not when it resumes from a checkpoint. It may only assign parameters."""
+        del a, b
 
     def diagnostics(self, model, batch, workdir: str, results: dict) -> dict[str, Any]:
         """Called once on process 0 after the final evaluation, with a host copy of the trained
@@ -55,8 +72,20 @@ def output(
     aux_losses: dict[str, jax.Array] | None = None,
     metrics: dict[str, jax.Array] | None = None,
 ) -> FusionOutput:
-    """A FusionOutput with the scalars cast to float32."""
-    as_f32 = lambda d: {k: jnp.asarray(v, jnp.float32) for k, v in (d or {}).items()}
+    """A FusionOutput with the per-example terms cast to float32 and checked to be `[B]`."""
+    batch = streams[0].shape[0]
+
+    def as_f32(terms):
+        out = {}
+        for name, value in (terms or {}).items():
+            if jnp.shape(value) != (batch,):
+                raise ValueError(
+                    f"fusion output {name!r} has shape {jnp.shape(value)}; aux losses and "
+                    f"metrics are per example, shape ({batch},): reduce every axis but the "
+                    "batch axis (the training step takes the mean over real examples)")
+            out[name] = jnp.asarray(value, jnp.float32)
+        return out
+
     return FusionOutput(tuple(streams), as_f32(aux_losses), as_f32(metrics))
 
 

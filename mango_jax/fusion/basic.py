@@ -75,19 +75,22 @@ class Late(FusionModule):
 
 
 class Concat(FusionModule):
-    """Early fusion by concatenation.
+    """Early fusion: one joint network over the concatenated inputs.
 
-    mode='feature': feature concatenation followed by a projection, `z_i = W [a_i; b_i] + c`
-      per token position (with one token per modality this is classic feature-vector
-      concatenation); needs M == K.
+    mode='feature': the position-aligned features are concatenated and go through one
+      nonlinear network, `z_i = W_2 GELU(W_1 [a_i; b_i] + c_1) + c_2` (hidden width
+      `mlp_ratio * D`, dropout after the GELU and the output), so every output feature can
+      depend jointly on both modalities (with one token per modality this is the classic
+      feature-vector concatenation + MLP). A linear map of `[a_i; b_i]` alone would be
+      `W_a a_i + W_b b_i + c`, additive fusion under another name. Needs M == K.
     mode='token': token concatenation `[a + e_a; b + e_b]` (learned modality-type embeddings
       e_a, e_b, as in ViLT, Kim et al. 2021) followed by `num_layers` joint self-attention
       layers, in which every token attends to every token of both modalities (the "vanilla"
       early-fusion transformer that MBT, Nagrani et al. 2021, compares against). One stream of
       M + K tokens.
 
-    Config: `mode` ('feature' | 'token'); for mode='token' also `num_layers`, `num_heads`,
-    `mlp_ratio`, `dropout` (unused by mode='feature').
+    Config: `mode` ('feature' | 'token'); `mlp_ratio`, `dropout` (both modes); `num_layers`,
+    `num_heads` (mode='token' only).
     """
 
     DEFAULTS = {"mode": "feature", **TRANSFORMER_DEFAULTS}
@@ -104,7 +107,10 @@ class Concat(FusionModule):
         self.dim = dim
         if self.mode == "feature":
             require_equal_tokens("concat (mode='feature')", tokens)
-            self.proj = nnx.Linear(2 * dim, dim, rngs=rngs)
+            hidden = max(1, int(round(dim * config.mlp_ratio)))
+            self.joint_in = nnx.Linear(2 * dim, hidden, rngs=rngs)
+            self.joint_out = nnx.Linear(hidden, dim, rngs=rngs)
+            self.dropout = nnx.Dropout(config.dropout, rngs=rngs)
         elif self.mode == "token":
             init = nnx.initializers.normal(0.02)
             self.type_embed = nnx.Param(init(rngs.params(), (2, dim)))
@@ -116,7 +122,9 @@ class Concat(FusionModule):
         """`a [B, M, D]`, `b [B, K, D]` -> `[B, M, D]` (feature) or `[B, M + K, D]` (token)."""
         check_inputs("concat", a, b, self.dim, equal_tokens=self.mode == "feature")
         if self.mode == "feature":
-            return output(self.proj(jnp.concatenate([a, b], axis=-1)))
+            h = jax.nn.gelu(self.joint_in(jnp.concatenate([a, b], axis=-1)))
+            h = self.dropout(h, deterministic=deterministic)
+            return output(self.dropout(self.joint_out(h), deterministic=deterministic))
         z = jnp.concatenate([a + self.type_embed[0], b + self.type_embed[1]], axis=1)
         for layer in self.layers:
             z = layer(z, deterministic=deterministic)

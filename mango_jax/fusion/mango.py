@@ -12,12 +12,19 @@ so the NLL has a finite lower bound whatever the encoder does.
 
 from __future__ import annotations
 
+import os
+from typing import Any
+
+import jax
 import jax.numpy as jnp
 import ml_collections
+import numpy as np
 from flax import nnx
 
 from mango_jax import flows
-from mango_jax.fusion.base import FusionModule, FusionOutput, check_inputs
+from mango_jax.flows.glow import initialize_actnorms
+from mango_jax.flows.mango import ICA_KINDS
+from mango_jax.fusion.base import FusionModule, FusionOutput, check_inputs, output
 
 
 def default_config() -> ml_collections.ConfigDict:
@@ -33,7 +40,8 @@ def default_config() -> ml_collections.ConfigDict:
 
 
 class MangoFusion(FusionModule):
-    """`a: [B, M, D]`, `b: [B, K, D]` -> one stream `Z: [B, M + K, D]`, aux `nll` (weighted)."""
+    """`a: [B, M, D]`, `b: [B, K, D]` -> one stream `Z: [B, M + K, D]`, aux `nll` (weighted)
+    and metric `nll_bpd`, both per example."""
 
     def __init__(self, config: ml_collections.ConfigDict, *, dim: int, tokens: tuple[int, int],
                  rngs: nnx.Rngs):
@@ -42,12 +50,92 @@ class MangoFusion(FusionModule):
         flow_config.tokens_per_modality = tuple(tokens)
         self.dim = dim
         self.nll_weight = float(config.nll_weight)
+        self.flow_layer = flow_config.layer
+        self.num_blocks = int(flow_config.num_blocks)
+        self.block_pattern = tuple(flow_config.block_pattern)
         self.flow = flows.build(flow_config, rngs=rngs)
+        self.has_actnorm = any(isinstance(node, flows.ActNorm)
+                               for _, node in nnx.iter_graph(self.flow))
 
     def __call__(self, a, b, *, deterministic: bool = True) -> FusionOutput:
         del deterministic
         check_inputs("mango", a, b, self.dim)
         z, logdet = self.flow(jnp.concatenate([a, b], axis=1))
-        nll = jnp.mean(flows.nll_bits_per_dim(z, logdet)).astype(jnp.float32)
-        return FusionOutput(streams=(z,), aux_losses={"nll": self.nll_weight * nll},
-                            metrics={"nll_bpd": nll})
+        nll = flows.nll_bits_per_dim(z, logdet).astype(jnp.float32)
+        return output(z, aux_losses={"nll": self.nll_weight * nll}, metrics={"nll_bpd": nll})
+
+    def needs_data_init(self) -> bool:
+        return self.has_actnorm
+
+    def data_init(self, a, b) -> None:
+        """Glow's data-dependent ActNorm initialisation (section 3.1) on G's input `[F_A, F_B]`:
+        every ActNorm of G (Glow, Flow++ and AttnFlow blocks, or 'actnorm' in a MANGO block)
+        leaves the batch with zero mean and unit variance per channel."""
+        initialize_actnorms(self.flow, jnp.concatenate([a, b], axis=1))
+
+    @property
+    def ica_kinds(self) -> tuple[str, ...]:
+        """The ICA / LICA layer kinds of a block of G, in block order (none unless G is built
+        of MANGO blocks: the baselines' blocks have no ICA partitions)."""
+        if self.flow_layer != "mango":
+            return ()
+        return tuple(kind for kind in self.block_pattern if kind in ICA_KINDS)
+
+    def describe(self) -> dict[str, Any]:
+        """G's layer kind (Table 4), depth (Tables 6-7) and partition families (Table 5:
+        'mmca', 'imca', 'lica'; None for a baseline layer, which has no partitions)."""
+        families = sorted({kind.split("_")[0] for kind in self.ica_kinds})
+        return {"flow_layer": self.flow_layer, "num_blocks": self.num_blocks,
+                "partitions": families if self.flow_layer == "mango" else None}
+
+    def attention_maps(self, model, batch) -> dict[str, np.ndarray]:
+        """The first block's ICA matrix of each partition kind for example 0, head 0: `[n, n]`
+        (paper Figure 7); LICA's map is the attention over its mixed tokens. Jitted: the
+        un-jitted walk over a paper-size block is slow."""
+        graph, state = nnx.split(model)
+
+        def maps_of(state, batch):
+            model = nnx.merge(graph, state)
+            a, b = model.features(batch)
+            x = jnp.concatenate([a, b], axis=1)[:1]
+            maps = {}
+            block = model.fusion.flow.layers[0].layers
+            for kind, layer in zip(model.fusion.block_pattern, block, strict=True):
+                attn = None
+                if isinstance(layer, flows.ICA):
+                    attn = layer.attention(x[:, np.asarray(layer.idx1)])
+                elif isinstance(layer, flows.LICA):
+                    mixed = layer.mix.apply(x)
+                    attn = layer.ica.attention(mixed[:, np.asarray(layer.ica.idx1)])
+                if attn is not None and kind not in maps:
+                    maps[kind] = attn[0, 0]
+                x = layer(x)[0]
+            return maps
+
+        batch = {k: v for k, v in batch.items() if k in model.modalities}
+        maps = jax.jit(maps_of)(state, batch)
+        return {kind: np.asarray(maps[kind]) for kind in dict.fromkeys(self.ica_kinds)}
+
+    def diagnostics(self, model, batch, workdir: str, results: dict) -> dict[str, Any]:
+        """`attention.png`: the first block's ICA attention maps, where G has ICA layers."""
+        del results
+        if not self.ica_kinds:
+            return {}
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        maps = self.attention_maps(model, batch)
+        fig, axes = plt.subplots(1, len(maps), figsize=(3 * len(maps), 3.2), squeeze=False)
+        for ax, (kind, attn) in zip(axes[0], maps.items(), strict=True):
+            image = ax.imshow(attn, cmap="viridis")
+            ax.set_title(kind)
+            ax.set_xticks([])
+            ax.set_yticks([])
+            fig.colorbar(image, ax=ax, fraction=0.046)
+        fig.suptitle("ICA attention, first block, head 0")
+        fig.tight_layout()
+        fig.savefig(os.path.join(workdir, "attention.png"), dpi=110)
+        plt.close(fig)
+        return {"attention_maps": "attention.png", "attention_kinds": list(maps)}

@@ -48,15 +48,16 @@ class TokenFusion(FusionModule):
         token substitution; aligned modalities pair token i with token i, hence M == K).
     The sparsity loss `lambda * sum_l sum_m ||s^l_m||_1` (paper: L1 on the scores, lambda = 1e-4,
     theta = 2e-2) pushes scores of uninformative tokens below theta. It is summed over tokens,
-    layers and modalities as in the official code, but averaged over the batch so that lambda
-    does not depend on the batch size.
+    layers and modalities as in the official code, per example (the step averages it over the
+    batch's real examples, so that lambda does not depend on the batch size).
     Weights are separate per modality (the general, heterogeneous setting of the paper; for
     RGB-depth the paper shares all but the LayerNorms).
 
     Config: `num_layers`, `num_heads`, `mlp_ratio`, `dropout`, `threshold` (theta),
     `sparsity_weight` (lambda).
     Streams: `(e_a [B, N, D], e_b [B, N, D])`; aux loss `tokenfusion_sparsity`; metric
-    `tokenfusion_substituted`, the fraction of tokens replaced (over layers and modalities).
+    `tokenfusion_substituted`, the fraction of tokens replaced (over layers and modalities); both
+    per example.
     """
 
     DEFAULTS = {**TRANSFORMER_DEFAULTS, "threshold": 0.02, "sparsity_weight": 1e-4}
@@ -103,12 +104,12 @@ class TokenFusion(FusionModule):
         """`a [B, N, D]`, `b [B, N, D]` -> streams `([B, N, D], [B, N, D])` and the weighted
         score sparsity loss."""
         check_inputs("tokenfusion", a, b, self.dim, equal_tokens=True)
-        l1 = substituted = jnp.zeros((), jnp.float32)
+        l1 = substituted = jnp.zeros(a.shape[:1], jnp.float32)
         for index in range(len(self.blocks_a)):
             a, b, s_a, s_b = self.layer(index, a, b, deterministic=deterministic)
-            l1 = l1 + jnp.mean(jnp.sum(s_a, axis=1)) + jnp.mean(jnp.sum(s_b, axis=1))
-            substituted = substituted + jnp.mean(s_a < self.threshold)
-            substituted = substituted + jnp.mean(s_b < self.threshold)
+            l1 = l1 + jnp.sum(s_a, axis=1) + jnp.sum(s_b, axis=1)
+            substituted = substituted + jnp.mean(s_a < self.threshold, axis=1)
+            substituted = substituted + jnp.mean(s_b < self.threshold, axis=1)
         return output(
             a,
             b,

@@ -21,6 +21,7 @@ from flax import nnx
 from jax.experimental import multihost_utils
 
 from mango_jax import data
+from mango_jax.fusion.base import FusionModule
 from mango_jax.metrics import make_evaluator
 from mango_jax.metrics.inception import make_fid_features_fn
 from mango_jax.model import MultimodalModel
@@ -98,8 +99,24 @@ class Trainer:
         self.steps = total_steps(config, self.info)
         self.mesh = make_mesh(config.mesh.fsdp)
         self.batch_sharding = batch_sharding(self.mesh)
+        if config.batch_size % (config.optimizer.grad_accum_steps * jax.device_count()):
+            raise ValueError(f"batch_size={config.batch_size} must be divisible by "
+                             "grad_accum_steps × devices")
+        self.checkpointer = Checkpointer(os.path.join(workdir, "checkpoints"),
+                                         keep=config.keep_checkpoints,
+                                         best_metric=config.best_metric,
+                                         best_mode=config.best_mode)
+        self.train_iter = data.make_iterator(
+            config.data, "train", batch_size=per_process(config.batch_size, "batch_size"),
+            train=True, seed=config.data.seed)
         model = build_model(config, self.info)
         self.param_counts = parameter_counts(model)
+        # A fresh run initialises data-dependent parameters (Glow's ActNorm) from its first
+        # global batch, which step 1 then trains on; a resumed run skips this and restores.
+        self.first_batch = None
+        if self.checkpointer.latest_step() is None:
+            self.first_batch = global_batch(next(self.train_iter), self.batch_sharding)
+            model.data_init(self.first_batch)
         tx, schedule = make_optimizer(config.optimizer, self.steps)
         optimizer = nnx.Optimizer(model, tx, wrt=nnx.Param)
         self.graphdef, state = nnx.split((model, optimizer))
@@ -108,9 +125,6 @@ class Trainer:
         step_config = StepConfig(task=self.info.task, ignore_index=self.info.ignore_index,
                                  compute_dtype=config.compute_dtype,
                                  grad_accum_steps=config.optimizer.grad_accum_steps)
-        if config.batch_size % (config.optimizer.grad_accum_steps * jax.device_count()):
-            raise ValueError(f"batch_size={config.batch_size} must be divisible by "
-                             "grad_accum_steps × devices")
         self.train_step = make_train_step(self.graphdef, step_config, schedule, mesh=self.mesh,
                                           state_sharding=self.state_sharding,
                                           parallelism=config.parallelism)
@@ -121,13 +135,6 @@ class Trainer:
                                         fid_features_fn=features)
         self.eval_step = make_eval_step(self.graphdef, step_config, self.evaluator,
                                         state_sharding=self.state_sharding)
-        self.train_iter = data.make_iterator(
-            config.data, "train", batch_size=per_process(config.batch_size, "batch_size"),
-            train=True, seed=config.data.seed)
-        self.checkpointer = Checkpointer(os.path.join(workdir, "checkpoints"),
-                                         keep=config.keep_checkpoints,
-                                         best_metric=config.best_metric,
-                                         best_mode=config.best_mode)
         self.writer = MetricWriter(workdir, active=is_main_process())
         self.step = 0
 
@@ -168,7 +175,9 @@ class Trainer:
         pending: list[tuple[int, dict]] = []
         last_eval: dict[str, float] | None = None
         while self.step < stop_step:
-            batch = global_batch(next(self.train_iter), self.batch_sharding)
+            batch, self.first_batch = self.first_batch, None
+            if batch is None:
+                batch = global_batch(next(self.train_iter), self.batch_sharding)
             self.state, logs = self.train_step(self.state, batch)
             self.step += 1
             pending.append((self.step, logs))
@@ -222,7 +231,10 @@ def train(config, workdir: str) -> Trainer:
 
 
 def evaluate_and_report(trainer: Trainer, workdir: str, *, train_time: float | None) -> dict:
-    """Evaluates every split, writes results.json and the plots (process 0)."""
+    """Evaluates every split, writes results.json and the plots (process 0).
+
+    `meta.fusion` is the method's name; `meta.fusion_details` and `meta.diagnostics` are what
+    its `describe()` and `diagnostics()` return (FusionModule)."""
     config = trainer.config
     results = {}
     for split in config.eval_splits:
@@ -231,34 +243,32 @@ def evaluate_and_report(trainer: Trainer, workdir: str, *, train_time: float | N
     for split, metrics in results.items():
         writer.write(trainer.step, f"final_{split}", metrics)
     writer.close()
-    fusion_name = config.model.fusion.name
-    flow = config.model.fusion.get("flow")
+    fusion = trainer.model.fusion
     results["meta"] = {
-        "experiment": config.experiment, "fusion": fusion_name,
-        "flow_layer": flow.layer if flow else None,
-        "num_blocks": flow.num_blocks if flow else config.model.fusion.get("num_layers"),
-        "partitions": sorted({k.split("_")[0] for k in flow.block_pattern
-                              if k.split("_")[0] in ("mmca", "imca", "lica")}) if flow else None,
+        "experiment": config.experiment, "fusion": config.model.fusion.name,
+        "fusion_details": fusion.describe(),
         "latent_model": bool(config.model.latent_model),
         "sources": list(config.data.modalities),
         "target": config.data.get("target") or trainer.info.task,
         "params": trainer.param_counts["total"], "train_time_s": train_time,
         "steps": trainer.step, "config": json.loads(config.to_json_best_effort()),
+        "diagnostics": {},
     }
-    if is_main_process():
-        with open(os.path.join(workdir, "results.json"), "w") as f:
-            json.dump(results, f, indent=2)
-        plots.plot_curves(workdir, sorted(trainer.evaluator.finalize(trainer.evaluator.init())))
-    if fusion_name == "mango":
-        # Process 0 plots alone, so it computes on a host copy of parameters that may be split
-        # over every process's devices (gathering them is a collective: all processes call it).
+    if type(fusion).diagnostics is not FusionModule.diagnostics:
+        # Process 0 runs the hook alone, so it computes on a host copy of parameters that may be
+        # split over every process's devices (gathering them is a collective: all processes
+        # call it).
         graphdef, model_state = nnx.split(trainer.model)
         model = nnx.merge(graphdef, distributed.host_copy(model_state))
         if is_main_process():
             batch = next(iter(data.make_iterator(config.data, "val", batch_size=2, train=False,
                                                  seed=0, shard_by_process=False)))
-            plots.plot_attention(workdir, plots.attention_maps(model, batch,
-                                                               flow.block_pattern))
+            results["meta"]["diagnostics"] = model.fusion.diagnostics(
+                model, batch, workdir, {k: v for k, v in results.items() if k != "meta"})
+    if is_main_process():
+        with open(os.path.join(workdir, "results.json"), "w") as f:
+            json.dump(results, f, indent=2)
+        plots.plot_curves(workdir, sorted(trainer.evaluator.finalize(trainer.evaluator.init())))
     return results
 
 

@@ -7,7 +7,8 @@ import jax.numpy as jnp
 import optax
 
 
-def _masked_mean(values: jax.Array, weights: jax.Array) -> jax.Array:
+def masked_mean(values: jax.Array, weights: jax.Array) -> jax.Array:
+    """`Σ values·weights / Σ weights` (0 when every weight is 0), e.g. over real examples."""
     return jnp.sum(values * weights) / jnp.maximum(jnp.sum(weights), 1.0)
 
 
@@ -18,11 +19,11 @@ def task_loss(task: str, prediction: jax.Array, batch, *, ignore_index: int | No
     label = batch["label"]
     example = batch["mask"].astype(jnp.float32)
     if task == "multiclass":
-        return _masked_mean(
+        return masked_mean(
             optax.softmax_cross_entropy_with_integer_labels(prediction, label), example)
     if task == "multilabel":
         bce = optax.sigmoid_binary_cross_entropy(prediction, label.astype(jnp.float32))
-        return _masked_mean(jnp.mean(bce, axis=-1), example)
+        return masked_mean(jnp.mean(bce, axis=-1), example)
     if task == "segmentation":
         if prediction.shape[1:3] != label.shape[1:3]:
             prediction = jax.image.resize(
@@ -30,8 +31,8 @@ def task_loss(task: str, prediction: jax.Array, batch, *, ignore_index: int | No
         valid = label != ignore_index
         ce = optax.softmax_cross_entropy_with_integer_labels(prediction,
                                                              jnp.where(valid, label, 0))
-        return _masked_mean(ce, valid * example[:, None, None])
+        return masked_mean(ce, valid * example[:, None, None])
     if task == "translation":
         l1 = jnp.mean(jnp.abs(prediction - label.astype(jnp.float32)), axis=(1, 2, 3))
-        return _masked_mean(l1, example)
+        return masked_mean(l1, example)
     raise ValueError(f"unknown task {task!r}")

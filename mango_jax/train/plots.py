@@ -1,19 +1,16 @@
-"""PNG plots of a run: loss, NLL and metric curves, and ICA attention maps (paper Figure 7)."""
+"""PNG plots of a run: loss, NLL and metric curves (a fusion method draws its own figures in
+`FusionModule.diagnostics`)."""
 
 from __future__ import annotations
 
 import os
 
-import jax
-import jax.numpy as jnp
 import matplotlib
 import numpy as np
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
-from flax import nnx  # noqa: E402
 
-from mango_jax.flows import ICA, LICA  # noqa: E402
 from mango_jax.train.writers import read_metrics  # noqa: E402
 
 
@@ -56,49 +53,3 @@ def plot_curves(workdir: str, metric_names) -> list[str]:
             _plot(path, metric, series, metric)
             written.append(path)
     return written
-
-
-def attention_maps(model, batch, pattern) -> dict[str, np.ndarray]:
-    """The first block's ICA matrix of each partition kind for example 0, head 0: `[n, n]`.
-
-    `pattern` names the block's layers (flow.block_pattern); LICA's map is the attention over
-    its mixed tokens. Jitted: the un-jitted walk over a paper-size block is slow.
-    """
-    graph, state = nnx.split(model)
-
-    def maps_of(state, batch):
-        model = nnx.merge(graph, state)
-        a, b = model.features(batch)
-        x = jnp.concatenate([a, b], axis=1)[:1]
-        maps = {}
-        for kind, layer in zip(pattern, model.fusion.flow.layers[0].layers, strict=True):
-            attn = None
-            if isinstance(layer, ICA):
-                attn = layer.attention(x[:, np.asarray(layer.idx1)])
-            elif isinstance(layer, LICA):
-                attn = layer.ica.attention(layer.mix.apply(x)[:, np.asarray(layer.ica.idx1)])
-            if attn is not None and kind not in maps:
-                maps[kind] = attn[0, 0]
-            x = layer(x)[0]
-        return maps
-
-    batch = {k: v for k, v in batch.items() if k in model.modalities}
-    return {k: np.asarray(v) for k, v in jax.jit(maps_of)(state, batch).items()}
-
-
-def plot_attention(workdir: str, maps: dict[str, np.ndarray]) -> str | None:
-    if not maps:
-        return None
-    fig, axes = plt.subplots(1, len(maps), figsize=(3 * len(maps), 3.2), squeeze=False)
-    for ax, (kind, attn) in zip(axes[0], maps.items(), strict=True):
-        image = ax.imshow(attn, cmap="viridis")
-        ax.set_title(kind)
-        ax.set_xticks([])
-        ax.set_yticks([])
-        fig.colorbar(image, ax=ax, fraction=0.046)
-    fig.suptitle("ICA attention, first block, head 0")
-    fig.tight_layout()
-    path = os.path.join(workdir, "attention.png")
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path

@@ -18,7 +18,7 @@ import optax
 from flax import nnx
 from jax.sharding import PartitionSpec as P
 
-from mango_jax.train.losses import task_loss
+from mango_jax.train.losses import masked_mean, task_loss
 from mango_jax.train.sharding import DATA_AXES
 
 
@@ -41,11 +41,16 @@ def _cast_inputs(batch, dtype):
 
 
 def _loss_terms(cfg: StepConfig, out, batch):
-    """Total loss and the float32 logs of one forward pass's `ModelOutput`."""
+    """Total loss and the float32 logs of one forward pass's `ModelOutput`: the fusion's
+    per-example aux losses and metrics averaged over the batch's real examples, as the task
+    loss is."""
     task = task_loss(cfg.task, out.prediction, batch, ignore_index=cfg.ignore_index)
-    total = task + sum(out.aux_losses.values(), jnp.float32(0.0))
-    logs = {"loss": total, "task_loss": task, **out.metrics,
-            **{f"aux/{k}": v for k, v in out.aux_losses.items()}}
+    example = batch["mask"].astype(jnp.float32)
+    aux = {k: masked_mean(v, example) for k, v in out.aux_losses.items()}
+    total = task + sum(aux.values(), jnp.float32(0.0))
+    logs = {"loss": total, "task_loss": task,
+            **{k: masked_mean(v, example) for k, v in out.metrics.items()},
+            **{f"aux/{k}": v for k, v in aux.items()}}
     return total, logs
 
 

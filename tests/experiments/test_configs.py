@@ -16,7 +16,7 @@ import pytest
 from flax import nnx
 
 from experiments import mmimdb, nyudv2, sunrgbd, taskonomy
-from experiments.common import PARTITION_PATTERNS
+from experiments.common import PARTITION_PATTERNS, method_configs
 from mango_jax import data, encoders, flows
 from mango_jax.data.spec import get_spec
 from mango_jax.flows.ica import ICA
@@ -100,9 +100,36 @@ def test_runlocal_trains_and_reports(name, data_dir, run_main, tmp_path):
     assert meta["experiment"] == name
     assert meta["steps"] == config.num_steps
     assert meta["sources"] == list(config.data.modalities)
-    assert meta["fusion"] == "mango" and meta["flow_layer"] == "mango"
+    assert meta["fusion"] == "mango" and meta["fusion_details"]["flow_layer"] == "mango"
     if name == "taskonomy":  # experiments/report.py finds Table 2's row by sources and target.
         assert meta["target"] == config.data.target
+
+
+@pytest.mark.parametrize("name", ["mfeat", "nyudv2"])
+def test_dynmm_reports_path_shares_and_compute_saved(name, data_dir, mfeat_data_dir, run_main,
+                                                     tmp_path):
+    """DynMM at its modality level (mfeat) and its fusion level (a dense task): the eval shares
+    of its paths, and the FLOPs and compute saved they imply, land in results.json."""
+    root = mfeat_data_dir if name == "mfeat" else data_dir(name)
+    proc = run_main(f"experiments/{name}.py:fusion=dynmm,runlocal", root, tmp_path)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    results = json.loads((tmp_path / "results.json").read_text())
+    meta = results["meta"]
+    details = meta["fusion_details"]
+    assert details["level"] == ("modality" if name == "mfeat" else "fusion")
+    assert details["paths"] == (["a", "ab"] if name == "mfeat" else ["0", "1"])  # runlocal: L=1
+    flops = details["path_flops"]
+    assert list(flops) == details["paths"] and flops[details["paths"][0]] < max(flops.values())
+    splits = [s for s in results if s != "meta"]
+    assert set(meta["diagnostics"]) == set(splits)
+    for split in splits:
+        shares = {p: results[split][f"dynmm/share_{p}"] for p in details["paths"]}
+        assert sum(shares.values()) == pytest.approx(1.0) and min(shares.values()) >= 0
+        report = meta["diagnostics"][split]
+        assert report["shares"] == pytest.approx(shares)
+        dynamic = details["gate_flops"] + sum(shares[p] * flops[p] for p in flops)
+        assert report["flops_per_example"] == pytest.approx(dynamic)
+        assert report["compute_saved"] == pytest.approx(1 - dynamic / max(flops.values()))
 
 
 def test_mmimdb_forms_read_their_own_prepared_data(tmp_path):
@@ -244,6 +271,18 @@ def test_dense_configs_refuse_pooled_fusions(name):
         CONFIGS[name].get_config("fusion=gmu")
     assert "gmu" not in CONFIGS[name].get_config("fusion=all").compare
     assert "gmu" in mmimdb.get_config("fusion=all").compare
+
+
+def test_dynmm_takes_its_fusion_level_on_dense_tasks():
+    """Also when several methods are compared: each takes its dense defaults."""
+    for config in (nyudv2.get_config("fusion=dynmm"),
+                   method_configs(nyudv2.get_config("fusion=all"))["dynmm"]):
+        assert config.model.fusion.level == "fusion"
+        assert config.model.fusion.num_layers == 12  # MANGO's depth
+    assert {"dynmm", "concat"} <= set(nyudv2.get_config("fusion=all").compare)
+    for config in (mmimdb.get_config("fusion=dynmm"),
+                   method_configs(mmimdb.get_config("fusion=all"))["dynmm"]):
+        assert config.model.fusion.level == "modality"
 
 
 def test_paper_protocol_sizes():

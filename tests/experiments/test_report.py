@@ -16,11 +16,26 @@ FULL = ["mmca", "imca", "lica"]
 
 def _meta(experiment, fusion="mango", flow_layer="mango", num_blocks=12, partitions=FULL,
           latent_model=True, sources=("rgb", "depth"), target="segmentation", **extra):
-    meta = dict(experiment=experiment, fusion=fusion, flow_layer=flow_layer,
-                num_blocks=num_blocks, partitions=list(partitions), latent_model=latent_model,
-                sources=list(sources), target=target, params=72_900_000, train_time_s=12.5,
-                steps=100, config={})
+    """`meta` as the training loop writes it: MANGO's settings are what its fusion module
+    describes (`fusion_details`; a baseline flow layer has no partitions), a baseline's depth
+    is its config's `num_layers`."""
+    if fusion == "mango":
+        details = dict(flow_layer=flow_layer, num_blocks=num_blocks,
+                       partitions=list(partitions) if flow_layer == "mango" else None)
+        config = {}
+    else:
+        details, config = {}, {"model": {"fusion": {"name": fusion, "num_layers": num_blocks}}}
+    meta = dict(experiment=experiment, fusion=fusion, fusion_details=details,
+                latent_model=latent_model, sources=list(sources), target=target,
+                params=72_900_000, train_time_s=12.5, steps=100, config=config, diagnostics={})
     return {**meta, **extra}
+
+
+def _flat_meta(experiment, **settings):
+    """`meta` of a run written before `fusion_details`: the settings at its top level."""
+    meta = _meta(experiment, **settings)
+    return {**{k: v for k, v in meta.items() if k != "fusion_details"},
+            **meta["fusion_details"]}
 
 
 def _seg(acc, macc, miou):
@@ -30,7 +45,7 @@ def _seg(acc, macc, miou):
 RUNS = {
     # Main configuration, two seeds on NYUDv2 (averaged), one on SUN RGB-D.
     "nyu_mango_s0": ({"test": _seg(0.80, 0.70, 0.50)}, _meta("nyudv2")),
-    "nyu_mango_s1": ({"test": _seg(0.82, 0.72, 0.52)}, _meta("nyudv2")),
+    "nyu_mango_s1": ({"test": _seg(0.82, 0.72, 0.52)}, _flat_meta("nyudv2")),
     "sun_mango": ({"test": _seg(0.7, 0.6, 0.4), "val": _seg(0.1, 0.1, 0.1)}, _meta("sunrgbd")),
     # Ablations.
     "nyu_glow": ({"test": _seg(0.75, 0.65, 0.4321)}, _meta("nyudv2", flow_layer="glow")),
@@ -38,6 +53,8 @@ RUNS = {
     "nyu_imca_only": ({"test": _seg(0.7, 0.6, 0.2222)}, _meta("nyudv2", partitions=["imca"])),
     "nyu_b6_nolatent": ({"test": _seg(0.7, 0.6, 0.3333)},
                         _meta("nyudv2", num_blocks=6, latent_model=False)),
+    "nyu_realnvp_old": ({"test": _seg(0.7, 0.6, 0.3987)},
+                        _flat_meta("nyudv2", flow_layer="realnvp", partitions=FULL)),
     "nyu_b4": ({"val": _seg(0.6, 0.5, 0.1111)}, _meta("nyudv2", num_blocks=4)),
     # Baselines.
     "nyu_tokenfusion_tiny": ({"test": _seg(0.7, 0.6, 0.4444)},
@@ -155,6 +172,9 @@ def test_report_files_and_tables(tmp_path, workdirs):
     m4 = cols4.index("NYUDv2 mIoU (%) paper")
     assert glow[m4] == "53.0000" and float(glow[m4 + 1]) == pytest.approx(43.21)
     assert _values(out, "table4_flow_layer", Layer="Flow++ [15]")[m4 + 1] == ""
+    # An old-format run (settings at the top of meta, partitions written for every layer).
+    realnvp = _values(out, "table4_flow_layer", Layer="Coupling Layer (RealNVP) [5]")
+    assert float(realnvp[m4 + 1]) == pytest.approx(39.87)
 
     # Table 5: partitions; a set the paper lacks gets its own row.
     cols5 = _cols(out, "table5_partitions")
@@ -214,6 +234,13 @@ def test_report_files_and_tables(tmp_path, workdirs):
     assert _row(runs, experiment="mfeat", split="val")["accuracy (%)"] == "98.0000"
     assert float(_row(runs, workdir=os.path.join(str(workdirs), "tx_mango"))["kid (×100)"]) \
         == pytest.approx(1.23)
+    glow_row = _row(runs, workdir=os.path.join(str(workdirs), "nyu_glow"))
+    assert (glow_row["flow layer"], glow_row["blocks"], glow_row["partitions"]) == \
+        ("glow", "12", "")
+    gemini_row = _row(runs, workdir=os.path.join(str(workdirs), "nyu_gemini"))
+    assert (gemini_row["flow layer"], gemini_row["blocks"]) == ("", "12")  # config.num_layers
+    old_row = _row(runs, workdir=os.path.join(str(workdirs), "nyu_mango_s1"))
+    assert (old_row["flow layer"], old_row["partitions"]) == ("mango", "mmca+imca+lica")
 
 
 def test_report_without_runs_shows_the_paper(tmp_path):

@@ -11,6 +11,7 @@ from flax import nnx
 
 from mango_jax import fusion
 from mango_jax.fusion import FusionOutput
+from mango_jax.fusion.base import output
 
 B, N, D = 2, 4, 8
 POOLED = {"additive", "multiplicative", "bilinear", "tensor", "lrtf", "mi_matrix", "gmu"}
@@ -20,6 +21,7 @@ EXPECTED_TOKENS = {
     "unimodal": lambda m, k: [m],
     "concat": lambda m, k: [m],
     "late": lambda m, k: [m, k],
+    "dynmm": lambda m, k: [m],
     **{name: (lambda m, k: [1]) for name in POOLED},
     **{name: (lambda m, k: [m, k]) for name in TRANSFORMERS},
 }
@@ -82,6 +84,14 @@ def test_fusion_output_is_a_pytree():
     assert isinstance(through_jit, FusionOutput) and set(through_jit.aux_losses) == {"x"}
 
 
+def test_output_takes_per_example_terms_only():
+    stream = jnp.ones((3, 1, 2))
+    out = output(stream, aux_losses={"x": jnp.arange(3)}, metrics={"m": jnp.ones(3, jnp.bfloat16)})
+    assert out.aux_losses["x"].dtype == out.metrics["m"].dtype == jnp.float32
+    with pytest.raises(ValueError, match=r"'x' has shape \(\); .*per example, shape \(3,\)"):
+        output(stream, aux_losses={"x": jnp.zeros(())})
+
+
 @pytest.mark.parametrize("name", sorted(fusion.BASELINES))
 def test_build_call_jit_and_gradients(name):
     module = fusion.build(small_config(name), dim=D, tokens=(N, N), rngs=nnx.Rngs(0))
@@ -92,15 +102,16 @@ def test_build_call_jit_and_gradients(name):
     assert [s.shape for s in out.streams] == [(B, t, D) for t in EXPECTED_TOKENS[name](N, N)]
     for s in out.streams:
         assert s.dtype == jnp.float32 and bool(jnp.all(jnp.isfinite(s)))
-    for scalar in [*out.aux_losses.values(), *out.metrics.values()]:
-        assert scalar.shape == () and scalar.dtype == jnp.float32 and bool(jnp.isfinite(scalar))
+    for term in [*out.aux_losses.values(), *out.metrics.values()]:  # per example
+        assert term.shape == (B,) and term.dtype == jnp.float32
+        assert bool(jnp.all(jnp.isfinite(term)))
 
     graphdef, params, rest = nnx.split(module, nnx.Param, ...)
 
     def loss(params, a, b):
         out = nnx.merge(graphdef, params, rest)(a, b)
         task = sum(jnp.mean(jnp.sin(s)) for s in out.streams)
-        return task + sum(out.aux_losses.values()), out
+        return task + sum(jnp.mean(v) for v in out.aux_losses.values()), out
 
     (_, jitted), grads = jax.jit(jax.value_and_grad(loss, argnums=(0, 1, 2), has_aux=True))(
         params, a, b
@@ -142,7 +153,7 @@ def test_wrong_width_is_reported():
         module(a[..., :4], b[..., :4])
 
 
-@pytest.mark.parametrize("name", ["concat", *sorted(TRANSFORMERS)])
+@pytest.mark.parametrize("name", ["concat", "dynmm", *sorted(TRANSFORMERS)])
 def test_dropout_only_when_not_deterministic(name):
     config = small_config(name)
     config.dropout = 0.5

@@ -1,14 +1,17 @@
-"""Training: jit vs per-device (pmap-style) agreement, exact resume, NaN stop, outputs."""
+"""Training: jit vs per-device (pmap-style) agreement, exact resume, NaN stop, outputs, Glow's
+data-dependent ActNorm initialisation."""
 
 import json
 import os
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 from flax import nnx
 
 from experiments import mfeat
+from mango_jax import data, flows
 from mango_jax.train import loop
 from mango_jax.train.checkpoint import Checkpointer
 from mango_jax.train.writers import read_metrics
@@ -116,7 +119,11 @@ def test_run_writes_results_plots_and_events(mfeat_data_dir, tmp_path):
     assert written["test"]["accuracy"] == results["test"]["accuracy"]
     assert 0.0 <= written["test"]["accuracy"] <= 1.0
     assert written["meta"]["sources"] == ["fac", "zer"]
-    assert written["meta"]["partitions"] == ["imca", "lica", "mmca"]
+    assert written["meta"]["fusion_details"] == {"flow_layer": "mango", "num_blocks": 1,
+                                                 "partitions": ["imca", "lica", "mmca"]}
+    assert written["meta"]["diagnostics"] == {
+        "attention_maps": "attention.png",
+        "attention_kinds": ["mmca_ab", "mmca_ba", "imca_1", "imca_2", "imca_3", "imca_4", "lica"]}
     for name in ("loss.png", "nll.png", "metric_accuracy.png", "attention.png"):
         assert os.path.getsize(os.path.join(workdir, name)) > 1000, name
     assert os.listdir(os.path.join(workdir, "tensorboard"))
@@ -139,3 +146,36 @@ def test_bf16_compute_and_checkpoint_policy(mfeat_data_dir, tmp_path):
                   if d.isdigit())
     assert {5, 6} <= set(kept) and len(kept) <= 3
     assert max(accuracy[s] for s in kept) == max(accuracy.values())  # the best survives
+
+
+def test_glow_actnorms_are_initialised_from_the_first_batch_and_not_on_resume(mfeat_data_dir,
+                                                                             tmp_path):
+    config = tiny_config(mfeat_data_dir, "flow=glow,runlocal", num_steps=3)
+    workdir = str(tmp_path / "glow")
+    trainer = loop.Trainer(config, workdir)
+    model = trainer.model
+    first = next(data.make_iterator(config.data, "train", batch_size=config.batch_size,
+                                    train=True, seed=config.data.seed))
+    a, b = model.features(first)
+    x = np.concatenate([np.asarray(a, np.float64), np.asarray(b, np.float64)], axis=1)
+    actnorm = model.fusion.flow.layers[0].layers[0]  # G's first layer sees the features
+    assert isinstance(actnorm, flows.ActNorm)
+    np.testing.assert_allclose(actnorm.bias[...], -x.mean(axis=(0, 1)), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(actnorm.log_scale[...], -np.log(x.std(axis=(0, 1))), rtol=1e-4,
+                               atol=1e-5)
+    y = np.asarray(actnorm(jnp.asarray(x, jnp.float32))[0], np.float64)
+    np.testing.assert_allclose(y.mean(axis=(0, 1)), 0.0, atol=1e-5)
+    np.testing.assert_allclose(y.std(axis=(0, 1)), 1.0, rtol=1e-4)
+    trainer.run_until(3)
+    trainer.close()
+    trained = nnx.to_pure_dict(nnx.state(trainer.model.fusion.flow, nnx.Param))
+
+    resumed = loop.Trainer(config, workdir)
+    fresh = resumed.model.fusion.flow.layers[0].layers[0]
+    np.testing.assert_array_equal(fresh.bias[...], 0.0)  # not initialised again
+    np.testing.assert_array_equal(fresh.log_scale[...], 0.0)
+    assert resumed.resume() and resumed.step == 3
+    restored = nnx.to_pure_dict(nnx.state(resumed.model.fusion.flow, nnx.Param))
+    for x, y in zip(jax.tree.leaves(trained), jax.tree.leaves(restored), strict=True):
+        np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+    resumed.close()
