@@ -12,6 +12,7 @@ so the NLL has a finite lower bound whatever the encoder does.
 
 from __future__ import annotations
 
+import jax
 import jax.numpy as jnp
 import ml_collections
 from flax import nnx
@@ -51,3 +52,7 @@ class MangoFusion(FusionModule):
         nll = jnp.mean(flows.nll_bits_per_dim(z, logdet)).astype(jnp.float32)
         return FusionOutput(streams=(z,), aux_losses={"nll": self.nll_weight * nll},
                             metrics={"nll_bpd": nll})
+
+    def log_likelihood(self, a, b) -> jax.Array:
+        """`[B]` log p(F) in nats of the features F = [a, b] under G and its Gaussian prior."""
+        return flows.log_likelihood(*self.flow(jnp.concatenate([a, b], axis=1)))
