@@ -91,8 +91,8 @@ def read_metadata(data_dir: str, name: str) -> dict:
 # Reading manifest cells.
 
 
-def where(manifest: str, row: int, column: str, cell: str) -> str:
-    return f"{manifest}, row {row} (line {row + 2}), column {column!r}, file {cell!r}"
+def where(manifest: str, row: int, column: str, cell: str, what: str = "file") -> str:
+    return f"{manifest}, row {row} (line {row + 2}), column {column!r}, {what} {cell!r}"
 
 
 @dataclasses.dataclass
@@ -369,7 +369,7 @@ def scan_labels(manifest: Manifest, *, task, classes_file, ignore_index) -> dict
     label = {"task": "multilabel" if multilabel else "multiclass", "classes": names}
     for r in manifest.rows:
         encode_class_label(r["label"], label, at=where(manifest.path, r["row"], "label",
-                                                       r["label"]))
+                                                       r["label"], "value"))
     return label
 
 
@@ -480,7 +480,8 @@ def encode_label(root: str, row: dict, label: dict, at_path: str):
     cell = row["label"]
     at = where(at_path, row["row"], "label", cell if isinstance(cell, str) else "<array>")
     if label["task"] in ("multiclass", "multilabel"):
-        return encode_class_label(cell, label, at=at)
+        return encode_class_label(cell, label, at=where(at_path, row["row"], "label", cell,
+                                                        "value"))
     c = read_cell(root, cell, text=False, at=at)
     check_like(c, {"kind": "image", "source": label["source"] if label["task"] == "translation"
                    else "file", "shape": label["shape"] if label["task"] == "translation"
