@@ -30,6 +30,7 @@ from flax import nnx
 
 from mango_jax.data import paired
 from mango_jax.data.core import DatasetInfo
+from mango_jax.metrics import segmentation
 
 DATASET_JSON = "dataset.json"
 CHECKPOINTS = ("best", "latest")
@@ -151,6 +152,7 @@ class Predictor:
                                                  config.data.get("max_text_len"))
                           if meta else None)
         self.batch_size = int(config.get("eval_batch_size", 64))
+        self._index = None  # paired text: word -> id, built on first use
         graphdef, state = nnx.split(model)
 
         def forward(state, batch):
@@ -179,8 +181,10 @@ class Predictor:
                              "runs on paired data; use predict_batch on its pipeline batches")
         root = os.path.abspath(root or ".")
         meta = self.info.metadata["paired"]
-        return [paired.make_record(root, {"row": ex.get("row", i), **ex}, meta, at_path=source)
-                for i, ex in enumerate(examples)]
+        if self._index is None:
+            self._index = paired.vocab_index(meta) or {}
+        return [paired.make_record(root, {"row": ex.get("row", i), **ex}, meta, at_path=source,
+                                   index=self._index) for i, ex in enumerate(examples)]
 
     def batches(self, records):
         """Normalised batches of `batch_size` (the last padded, `mask` False on padding)."""
@@ -208,9 +212,19 @@ class Predictor:
         return self.decode(self._map(self._forward, examples, root))
 
     def predict_batch(self, batch) -> dict:
-        """`decode`d predictions for a pipeline batch (padding rows included)."""
+        """`decode`d predictions for a pipeline batch (padding rows included). Segmentation
+        batches with `label_hw` (labels at their own sizes) give each mask at its label's size,
+        resized as the eval step does."""
         model_batch = {m: batch[m] for m in self.modalities}
-        return self.decode(np.asarray(jax.device_get(self._forward(self._state, model_batch))))
+        prediction = self._forward(self._state, model_batch)
+        if self.info.task == "segmentation" and "label_hw" in batch:
+            from mango_jax.train.step import resize_to_label_sizes
+
+            hw = np.asarray(batch["label_hw"])
+            canvas = resize_to_label_sizes(prediction, jnp.asarray(hw), batch["label"].shape)
+            masks = np.asarray(jnp.argmax(canvas, axis=-1), np.int32)
+            return {"masks": [m[:h, :w] for m, (h, w) in zip(masks, hw, strict=True)]}
+        return self.decode(np.asarray(jax.device_get(prediction)))
 
     def features(self, examples, *, root: str | None = None):
         """The scale-fixed latent tokens `(F_A [B, M, D], F_B [B, K, D])` G or a baseline sees."""
@@ -237,11 +251,8 @@ class Predictor:
             return {"probabilities": p, "labels": [[self.class_names[i] for i in np.flatnonzero(
                 row > 0.5)] for row in p]}
         if task == "segmentation":
-            h, w = self.info.eval_label_shape[:2]
-            if prediction.shape[1:3] != (h, w):
-                prediction = np.asarray(jax.image.resize(
-                    prediction, (prediction.shape[0], h, w, prediction.shape[-1]), "bilinear"))
-            return {"masks": np.argmax(prediction, axis=-1).astype(np.int32)}
+            return {"masks": np.asarray(segmentation.predict_labels(
+                jnp.asarray(prediction), self.info.eval_label_shape[:2]))}
         return {"images": np.clip(prediction, -1.0, 1.0)}
 
 
@@ -251,8 +262,17 @@ def load(workdir: str, checkpoint: str = "best") -> Predictor:
 
     config, info = read_run(workdir)
     step = checkpoint_step(workdir, config, checkpoint)
+    # An abstract model (nothing initialised or compiled); its parameters come from the
+    # checkpoint, its other state (dropout RNG streams, unused at inference) is fresh.
+    abstract = nnx.eval_shape(lambda: build_model(inference_config(config), info))
+    graphdef, params, rest = nnx.split(abstract, nnx.Param, ...)
     with jax.default_device(jax.devices()[0]):
-        model = build_model(inference_config(config), info)
-        graphdef, params, rest = nnx.split(model, nnx.Param, ...)
+        rest = jax.tree.map(_fresh, rest)
         model = nnx.merge(graphdef, restore_params(workdir, step, params), rest)
     return Predictor(config, info, model, step)
+
+
+def _fresh(x: jax.ShapeDtypeStruct) -> jax.Array:
+    if jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key):
+        return jax.random.split(jax.random.key(0), x.shape) if x.shape else jax.random.key(0)
+    return jnp.zeros(x.shape, x.dtype)

@@ -376,7 +376,7 @@ def scan_labels(manifest: Manifest, *, task, classes_file, ignore_index) -> dict
 def scan_dense_labels(manifest, *, task, classes, ignore_index) -> dict:
     first = None
     masks, moments = True, _Moments()
-    top = -1
+    top, bits = -1, 8
     for r in manifest.rows:
         at = where(manifest.path, r["row"], "label", r["label"])
         cell = read_cell(manifest.root, r["label"], text=False, at=at)
@@ -387,6 +387,7 @@ def scan_dense_labels(manifest, *, task, classes, ignore_index) -> dict:
             first = {"kind": "image", "source": cell.source, "shape": list(cell.array.shape)}
         check_like(cell, first, at)
         masks &= cell.single_channel_png and os.path.splitext(r["label"])[1].lower() == ".png"
+        bits = max(bits, cell.bits)
         if r["split"] == "train":
             moments.add(cell.array)
             valid = cell.array[cell.array != ignore_index]
@@ -415,8 +416,8 @@ def scan_dense_labels(manifest, *, task, classes, ignore_index) -> dict:
         raise DataFormatError(f"{manifest.path}: translation targets need 1 or 3 channels, got "
                               f"{c}")
     s = moments.stats()
-    top_value = (2 ** 16 - 1 if s["max"] > 255 else 255) if first["source"] == "file" else None
-    lo, hi = (0.0, float(top_value)) if top_value else (s["min"], s["max"])
+    lo, hi = ((0.0, float(2 ** bits - 1)) if first["source"] == "file"  # the pixel range
+              else (s["min"], s["max"]))  # arrays: the train split's range
     return {"task": "translation", "classes": None, "source": first["source"],
             "shape": [h, w, c], "range": [lo, hi if hi > lo else lo + 1.0]}
 
@@ -451,11 +452,17 @@ def decode_mask(arr: np.ndarray, label: dict, at: str) -> np.ndarray:
 # Records: what is stored per example, from a manifest row (preparing and predicting alike).
 
 
-def make_record(root: str, row: dict, meta: dict, *, at_path: str,
-                with_label: bool = True) -> dict:
-    """A manifest row -> the stored record (encoded images, raw arrays, token ids, label)."""
+def vocab_index(meta: dict) -> dict[str, int] | None:
+    return {w: i for i, w in enumerate(meta["text"]["vocab"])} if "text" in meta else None
+
+
+def make_record(root: str, row: dict, meta: dict, *, at_path: str, with_label: bool = True,
+                index: dict[str, int] | None = None) -> dict:
+    """A manifest row -> the stored record (encoded images, raw arrays, token ids, label).
+
+    `index`: `vocab_index(meta)`, computed once by callers that make many records."""
     out = {}
-    index = ({w: i for i, w in enumerate(meta["text"]["vocab"])} if "text" in meta else None)
+    index = vocab_index(meta) if index is None else index
     for m in meta["manifest_columns"]:
         if m not in row:
             continue
@@ -536,9 +543,11 @@ class PairedBuilder(core.ArrayRecordBuilder, skip_registration=True):
         return {s: self._examples(s) for s in SPLITS if s in self.meta["split_sizes"]}
 
     def _examples(self, split):
+        index = vocab_index(self.meta)
         for r in self.manifest.rows:
             if r["split"] == split:
-                rec = make_record(self.manifest.root, r, self.meta, at_path=self.manifest.path)
+                rec = make_record(self.manifest.root, r, self.meta, at_path=self.manifest.path,
+                                  index=index)
                 rec["row"] = r["row"]
                 yield r["row"], rec
 
