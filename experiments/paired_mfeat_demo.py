@@ -9,7 +9,10 @@ r"""Writes two mfeat views as a paired folder of `.npy` files: the "Your own dat
 The 2,000 digits of the embedded UCI Multiple Features archive, one `.npy` vector per view and
 row, in the built-in dataset's fixed stratified split (`mango_jax.data.mfeat.stratified_split`)
 and class names 0-9, so the paired run can be compared with `experiments/mfeat.py`'s: the
-paired config's defaults are that config's model and optimiser settings.
+paired config's defaults are that config's model and optimiser settings. Measured (2026-12-01,
+2 shared CPU cores, one device): writing 7.7 s, preparing 8.0 s, training 60 epochs 513 s;
+test accuracy 0.9875, and every logged loss and metric equal to the built-in dataset's run
+(`experiments/mfeat.py`, 513 s) under the same conditions.
 """
 
 from __future__ import annotations

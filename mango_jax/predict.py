@@ -197,9 +197,14 @@ class Predictor:
             batch["mask"] = np.arange(self.batch_size) < n
             yield batch
 
+    def model_inputs(self, batch) -> dict:
+        """The batch entries the model reads: each modality and its `<modality>_mask`."""
+        keys = {*self.modalities, *(f"{m}_mask" for m in self.modalities)}
+        return {k: v for k, v in batch.items() if k in keys}
+
     def _map(self, fn, examples, root):
         records = self.records(examples, root=root)
-        outs = [(jax.device_get(fn(self._state, batch)), batch["mask"])
+        outs = [(jax.device_get(fn(self._state, self.model_inputs(batch))), batch["mask"])
                 for batch in self.batches(records)]
         return jax.tree.map(lambda *xs: np.concatenate([x[m] for x, (_, m) in
                                                         zip(xs, outs, strict=True)]),
@@ -215,8 +220,7 @@ class Predictor:
         """`decode`d predictions for a pipeline batch (padding rows included). Segmentation
         batches with `label_hw` (labels at their own sizes) give each mask at its label's size,
         resized as the eval step does."""
-        model_batch = {m: batch[m] for m in self.modalities}
-        prediction = self._forward(self._state, model_batch)
+        prediction = self._forward(self._state, self.model_inputs(batch))
         if self.info.task == "segmentation" and "label_hw" in batch:
             from mango_jax.train.step import resize_to_label_sizes
 

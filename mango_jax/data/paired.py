@@ -565,7 +565,8 @@ def builder_class(name: str):
 
 class PairedTransform:
     """Record -> normalised arrays: `(x - mean) / std` per feature (vectors) or channel
-    (images, on raw pixel values), token ids padded to `max_text_len`, the label decoded."""
+    (images, on raw pixel values), token ids padded with 0 to `max_text_len` plus their
+    `<modality>_mask` (True on real tokens), the label decoded."""
 
     def __init__(self, meta: dict, modalities, max_text_len: int | None = None):
         self.meta, self.modalities = meta, tuple(modalities)
@@ -601,6 +602,9 @@ class PairedTransform:
     def __call__(self, record, rng=None):
         del rng  # No augmentation.
         out = {m: self.modality(m, record[m]) for m in self.modalities}
+        for m in self.modalities:  # Text: which positions hold real tokens.
+            if self.meta["modalities"][m]["kind"] == "tokens":
+                out[f"{m}_mask"] = out[m] != 0
         if "label" in record:
             out["label"] = self.label(record["label"])
         return out

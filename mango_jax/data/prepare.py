@@ -95,6 +95,9 @@ def main(argv):
     elif FLAGS.dataset in ("nyudv2", "sunrgbd"):
         options.update(rgb_encoding=FLAGS.rgb_encoding)
     elif FLAGS.dataset == "paired":
+        if not FLAGS.name:
+            raise app.UsageError("--dataset=paired needs --name=NAME (it lands in "
+                                 "<data_dir>/NAME/)")
         options.update(name=FLAGS.name, text_columns=FLAGS.text_columns, classes=FLAGS.classes,
                        task=FLAGS.task, ignore_index=FLAGS.ignore_index,
                        max_vocab=FLAGS.max_vocab, min_count=FLAGS.min_count)
