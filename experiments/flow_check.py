@@ -83,12 +83,12 @@ def main(argv):
     figures = {"init": paper_size(flow, x),
                "perturbed": paper_size(checks.perturb(flow, jax.random.key(3)), x)}
     if FLAGS.value:
+        import mango_jax
         from mango_jax import data
-        from mango_jax.train.loop import load_trained
 
-        trainer = load_trained(FLAGS.value)
-        model = trainer.model
-        batch = next(iter(data.make_iterator(trainer.config.data, "test", batch_size=2,
+        trained = mango_jax.load(FLAGS.value, "latest")
+        model = trained.model
+        batch = next(iter(data.make_iterator(trained.config.data, "test", batch_size=2,
                                              train=False, seed=0, shard_by_process=False)))
         features = jnp.concatenate(model.features(batch), axis=1)
         figures["trained"] = paper_size(model.fusion.flow, features)

@@ -1,8 +1,9 @@
-"""The data layer: TFDS array_record builders and grain pipelines for five datasets.
+"""The data layer: TFDS array_record builders and grain pipelines for five datasets and yours.
 
 Datasets: `mfeat` (UCI Multiple Features, embedded, prepares itself), `mmimdb`, `nyudv2`,
 `sunrgbd`, `taskonomy` (prepared from files the user has: see `data/README.md` and
-`python -m mango_jax.data.prepare --help`). The training loop uses exactly this API:
+`python -m mango_jax.data.prepare --help`), and `paired`: any two modalities listed in a
+manifest you write (`mango_jax.data.paired`). The training loop uses exactly this API:
 
   cfg = default_config('nyudv2')          # an ml_collections.ConfigDict, fields below
   ensure_prepared(cfg)                    # prepares mfeat; clear DataNotFoundError otherwise
@@ -47,7 +48,7 @@ def default_config(name: str) -> ml_collections.ConfigDict:
     """The data config of dataset `name`, with every field set to its default.
 
     Fields of every dataset:
-      name: the dataset, one of 'mfeat', 'mmimdb', 'nyudv2', 'sunrgbd', 'taskonomy'.
+      name: the dataset, one of 'mfeat', 'mmimdb', 'nyudv2', 'sunrgbd', 'taskonomy', 'paired'.
       data_dir: the dataset root (default 'data'); the prepared dataset lives in
         `<data_dir>/<name>/[<form>/]<version>/`.
       modalities: the two input modalities, in the order the model takes them.
@@ -95,6 +96,12 @@ def default_config(name: str) -> ml_collections.ConfigDict:
         label's true height and width, so metrics follow the protocol "logits resized to the
         label's size") or 'resized' (eval labels nearest-resized to image_size x image_size).
 
+    paired (your own data; `mango_jax.data.paired` has the manifest format):
+      paired_name: the prepared dataset's NAME (`<data_dir>/NAME/`).
+      modalities: two modality columns of its manifest.
+      max_text_len: token ids of text columns are truncated / zero-padded to this length
+        (default 0: the longest train text).
+
     taskonomy (image-to-image translation, values in [-1, 1]):
       modalities: the two source domains (default ('reshading', 'edge_texture'), the paper's
         shade + texture -> RGB). `sources` is the same field (one shared FieldReference:
@@ -126,12 +133,8 @@ _BUILDERS: dict = {}
 
 def _builder(cfg):
     spec = get_spec(cfg.name)
-    cname = spec.config_name(cfg)
-    key = (cfg.name, os.path.abspath(cfg.data_dir), cname)
-    path = os.path.join(
-        os.path.abspath(cfg.data_dir), spec.builder_cls.name, *([cname] if cname else []),
-        str(spec.builder_cls.VERSION), "dataset_info.json",
-    )
+    path = os.path.join(os.path.abspath(spec.prepared_dir(cfg)), "dataset_info.json")
+    key = path
     stamp = os.stat(path).st_mtime_ns if os.path.exists(path) else None
     with _LOCK:
         hit = _BUILDERS.get(key)
@@ -150,12 +153,9 @@ def ensure_prepared(data_config) -> None:
     `DataNotFoundError` naming the files to put where and the `python -m
     mango_jax.data.prepare ...` command.
     """
-    from mango_jax.data import core
-
     spec = get_spec(data_config.name)
     spec.validate(data_config)
-    cname = spec.config_name(data_config)
-    if core.is_prepared(spec.builder_cls, data_config.data_dir, cname):
+    if spec.is_prepared(data_config):
         return
     if not spec.prepare_default(data_config):
         raise DataNotFoundError(spec.missing_message(data_config))

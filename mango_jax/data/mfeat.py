@@ -91,6 +91,21 @@ def read_views(folder: str) -> tuple[dict[str, np.ndarray], np.ndarray]:
     return feats, labels
 
 
+def extract_embedded(folder: str) -> None:
+    """Writes the six CSVs of the embedded archive into `folder`."""
+    if not os.path.isfile(EMBEDDED_ARCHIVE):
+        raise DataNotFoundError(f"The embedded archive {EMBEDDED_ARCHIVE!r} is missing.")
+    with tarfile.open(EMBEDDED_ARCHIVE, "r:xz") as tar:
+        for view in VIEWS:
+            member = tar.getmember(csv_name(view))
+            if not member.isfile():
+                raise DataFormatError(f"{EMBEDDED_ARCHIVE}: {member.name} is not a file")
+            with tar.extractfile(member) as src, open(
+                os.path.join(folder, csv_name(view)), "wb"
+            ) as dst:
+                dst.write(src.read())
+
+
 def stratified_split(labels: np.ndarray) -> dict[str, np.ndarray]:
     """The fixed split: per class 3/5 train, 1/5 val, rest test (row indices, ascending)."""
     out = {"train": [], "val": [], "test": []}
@@ -212,18 +227,8 @@ class MfeatSpec(DatasetSpec):
             return core.prepare_atomically(
                 Mfeat, data_dir=data_dir, manual_dir=manual_dir, overwrite=overwrite
             )
-        if not os.path.isfile(EMBEDDED_ARCHIVE):
-            raise DataNotFoundError(f"The embedded archive {EMBEDDED_ARCHIVE!r} is missing.")
         with tempfile.TemporaryDirectory(prefix="mfeat-csv-") as tmp:
-            with tarfile.open(EMBEDDED_ARCHIVE, "r:xz") as tar:
-                for view in VIEWS:
-                    member = tar.getmember(csv_name(view))
-                    if not member.isfile():
-                        raise DataFormatError(f"{EMBEDDED_ARCHIVE}: {member.name} is not a file")
-                    with tar.extractfile(member) as src, open(
-                        os.path.join(tmp, csv_name(view)), "wb"
-                    ) as dst:
-                        dst.write(src.read())
+            extract_embedded(tmp)
             return core.prepare_atomically(
                 Mfeat, data_dir=data_dir, manual_dir=tmp, overwrite=overwrite
             )

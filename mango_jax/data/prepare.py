@@ -6,12 +6,15 @@ r"""Prepares a dataset from the files a user has into `<data_dir>/<name>/`.
   python -m mango_jax.data.prepare --dataset=nyudv2 --manual_dir=PATH
   python -m mango_jax.data.prepare --dataset=sunrgbd --manual_dir=PATH
   python -m mango_jax.data.prepare --dataset=taskonomy --manual_dir=PATH
+  python -m mango_jax.data.prepare --dataset=paired --manual_dir=PATH --name=NAME \
+      [--text_columns=A,B] [--classes=FILE] [--task=TASK] [--ignore_index=255]
 
 What to put in `--manual_dir` for each dataset: `data/README.md`. The form of MM-IMDB (the
 MultiBench `multimodal_imdb.hdf5` or the original `mmimdb/` release) and of NYUDv2 (the
 TokenFusion/GeminiFusion folder or the official `.mat` files) is told apart by what is in the
-folder. Preparation writes into a temporary folder and renames the finished dataset into place,
-so a failed run leaves nothing that reads as prepared.
+folder. `paired` reads `PATH/manifest.csv` (format: `mango_jax/data/paired.py`) into
+`<data_dir>/NAME/`. Preparation writes into a temporary folder and renames the finished
+dataset into place, so a failed run leaves nothing that reads as prepared.
 """
 
 from __future__ import annotations
@@ -51,11 +54,21 @@ flags.DEFINE_enum(
     "'source' keeps the source bytes (PNG for arrays).",
 )
 flags.DEFINE_integer(
-    "max_vocab", 30000, "MM-IMDB original form: largest vocabulary built from the train split."
+    "max_vocab", 30000, "MM-IMDB original form / paired text: largest vocabulary built from "
+    "the train split."
 )
 flags.DEFINE_integer(
-    "min_count", 2, "MM-IMDB original form: a word needs this many train occurrences."
+    "min_count", None, "MM-IMDB original form / paired text: a word needs this many train "
+    "occurrences (default 2 for MM-IMDB, 1 for paired)."
 )
+flags.DEFINE_string("name", None, "paired: the dataset's name; it is prepared into "
+                    "<data_dir>/<name>/.")
+flags.DEFINE_list("text_columns", [], "paired: modality columns that hold text.")
+flags.DEFINE_string("classes", None, "paired: a file of class names, one a line, in label order "
+                    "(default: the names sorted).")
+flags.DEFINE_enum("task", None, ["multiclass", "multilabel", "segmentation", "translation"],
+                  "paired: the task, where the labels leave it open (default: inferred).")
+flags.DEFINE_integer("ignore_index", 255, "paired segmentation: the mask id that is not scored.")
 
 
 def prepare(dataset: str, manual_dir: str | None, data_dir: str = "data", **options) -> str:
@@ -81,6 +94,17 @@ def main(argv):
         )
     elif FLAGS.dataset in ("nyudv2", "sunrgbd"):
         options.update(rgb_encoding=FLAGS.rgb_encoding)
+    elif FLAGS.dataset == "paired":
+        if not FLAGS.name:
+            raise app.UsageError("--dataset=paired needs --name=NAME (it lands in "
+                                 "<data_dir>/NAME/)")
+        options.update(name=FLAGS.name, text_columns=FLAGS.text_columns, classes=FLAGS.classes,
+                       task=FLAGS.task, ignore_index=FLAGS.ignore_index,
+                       max_vocab=FLAGS.max_vocab, min_count=FLAGS.min_count)
+    if FLAGS.dataset != "paired":
+        for name in ("name", "classes", "task"):
+            if getattr(FLAGS, name) is not None:
+                raise app.UsageError(f"--{name} only applies to --dataset=paired")
     if FLAGS.dataset != "mmimdb":
         for name in ("split_rows", "vocab_file"):
             if getattr(FLAGS, name) is not None:
@@ -89,7 +113,7 @@ def main(argv):
         print(get_spec(FLAGS.dataset).builder_cls.MANUAL_DOWNLOAD_INSTRUCTIONS, file=sys.stderr)
         raise app.UsageError(f"--manual_dir is required for {FLAGS.dataset}")
     path = prepare(FLAGS.dataset, FLAGS.manual_dir, FLAGS.data_dir, **options)
-    print(f"Prepared {FLAGS.dataset} in {path}"
+    print(f"Prepared {FLAGS.name or FLAGS.dataset} in {path}"
           + ("" if FLAGS.overwrite else " (an existing copy is kept; --overwrite rebuilds it)"))
 
 

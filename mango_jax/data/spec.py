@@ -9,7 +9,7 @@ import ml_collections
 
 from mango_jax.data.core import DataNotFoundError, DatasetInfo
 
-DATASETS = ("mfeat", "mmimdb", "nyudv2", "sunrgbd", "taskonomy")
+DATASETS = ("mfeat", "mmimdb", "nyudv2", "sunrgbd", "taskonomy", "paired")
 
 SPLIT_ALIASES = {"validation": "val", "dev": "val", "valid": "val", "testing": "test"}
 
@@ -51,13 +51,21 @@ class DatasetSpec:
 
     # Shared helpers -------------------------------------------------------------------------
 
-    def builder(self, cfg: ml_collections.ConfigDict):
+    def prepared_dir(self, cfg: ml_collections.ConfigDict) -> str:
+        """The version folder this data config reads."""
         from mango_jax.data import core
 
-        cname = self.config_name(cfg)
-        if not core.is_prepared(self.builder_cls, cfg.data_dir, cname):
+        return core.version_dir(self.builder_cls, cfg.data_dir, self.config_name(cfg))
+
+    def is_prepared(self, cfg: ml_collections.ConfigDict) -> bool:
+        from mango_jax.data import core
+
+        return core.is_prepared(self.builder_cls, cfg.data_dir, self.config_name(cfg))
+
+    def builder(self, cfg: ml_collections.ConfigDict):
+        if not self.is_prepared(cfg):
             raise DataNotFoundError(self.missing_message(cfg))
-        return self.builder_cls(data_dir=cfg.data_dir, config=cname)
+        return self.builder_cls(data_dir=cfg.data_dir, config=self.config_name(cfg))
 
     def canonical_split(self, split: str) -> str:
         s = SPLIT_ALIASES.get(split, split)

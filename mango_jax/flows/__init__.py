@@ -18,11 +18,12 @@ from mango_jax.flows.coupling import AffineCoupling
 from mango_jax.flows.ica import ICA, min_identity_for_depth
 from mango_jax.flows.lica import LICA
 from mango_jax.flows.mango import num_ica_layers
-from mango_jax.flows.prior import gaussian_log_prob, nll_bits_per_dim
+from mango_jax.flows.prior import gaussian_log_prob, log_likelihood, nll_bits_per_dim
 
 __all__ = [
     "ActNorm", "AffineCoupling", "ICA", "InvertibleLayer", "LICA", "Sequential", "build",
-    "default_config", "gaussian_log_prob", "nll_bits_per_dim", "token_counts", "LAYERS",
+    "default_config", "gaussian_log_prob", "log_likelihood", "nll_bits_per_dim", "token_counts",
+    "LAYERS",
 ]
 
 LAYERS = ("mango", "realnvp", "glow", "flowpp", "attnflow")

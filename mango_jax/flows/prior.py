@@ -16,8 +16,11 @@ def gaussian_log_prob(z: jax.Array) -> jax.Array:
     return -0.5 * jnp.sum(z * z, axis=-1) - 0.5 * z.shape[-1] * math.log(2 * math.pi)
 
 
+def log_likelihood(z: jax.Array, logdet: jax.Array) -> jax.Array:
+    """`log p(F) = log N(z; 0, I) + log|det ∂G/∂F|` in nats per example, z = G(F): `[B]`."""
+    return gaussian_log_prob(z) + logdet.astype(logdet_dtype(z.dtype))
+
+
 def nll_bits_per_dim(z: jax.Array, logdet: jax.Array) -> jax.Array:
-    """`−(log N(z) + log|det ∂G/∂F|) / (dims · ln 2)` per example: `[B]`."""
-    dims = math.prod(z.shape[1:])
-    log_prob = gaussian_log_prob(z) + logdet.astype(logdet_dtype(z.dtype))
-    return -log_prob / (dims * math.log(2.0))
+    """`−log p(F) / (dims · ln 2)` per example: `[B]`."""
+    return -log_likelihood(z, logdet) / (math.prod(z.shape[1:]) * math.log(2.0))

@@ -64,6 +64,10 @@ class MangoFusion(FusionModule):
         nll = flows.nll_bits_per_dim(z, logdet).astype(jnp.float32)
         return output(z, aux_losses={"nll": self.nll_weight * nll}, metrics={"nll_bpd": nll})
 
+    def log_likelihood(self, a, b) -> jax.Array:
+        """`[B]` log p(F) in nats of the features F = [a, b] under G and its Gaussian prior."""
+        return flows.log_likelihood(*self.flow(jnp.concatenate([a, b], axis=1)))
+
     def needs_data_init(self) -> bool:
         return self.has_actnorm
 

@@ -15,7 +15,6 @@ import time
 
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 from flax import nnx
 from jax.experimental import multihost_utils
@@ -25,6 +24,7 @@ from mango_jax.fusion.base import FusionModule
 from mango_jax.metrics import make_evaluator
 from mango_jax.metrics.inception import make_fid_features_fn
 from mango_jax.model import MultimodalModel
+from mango_jax.predict import save_dataset_json
 from mango_jax.train import distributed, plots
 from mango_jax.train.checkpoint import Checkpointer
 from mango_jax.train.optim import make_optimizer
@@ -96,6 +96,8 @@ class Trainer:
             with open(os.path.join(workdir, "config.json"), "w") as f:
                 f.write(config.to_json_best_effort(indent=2))
         self.info = data.dataset_info(config.data)
+        if is_main_process():  # What mango_jax.load needs besides config.json.
+            save_dataset_json(workdir, self.info)
         self.steps = total_steps(config, self.info)
         self.mesh = make_mesh(config.mesh.fsdp)
         self.batch_sharding = batch_sharding(self.mesh)
@@ -288,13 +290,3 @@ def run(config, workdir: str, mode: str = "train_and_eval") -> dict | None:
         return None
     return evaluate_and_report(trainer, workdir, train_time=time.perf_counter() - start)
 
-
-def load_trained(workdir: str) -> Trainer:
-    """The run in `workdir` (its config.json and latest checkpoint), ready to evaluate."""
-    with open(os.path.join(workdir, "config.json")) as f:
-        config = ml_collections.ConfigDict(json.load(f))
-    trainer = Trainer(config, workdir)
-    if not trainer.resume():
-        raise FileNotFoundError(f"no checkpoint in {workdir}/checkpoints")
-    trainer.close()
-    return trainer

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
+import mango_jax
 from experiments import mfeat
 from mango_jax import data, flows
 from mango_jax.train import loop
@@ -73,8 +74,8 @@ def test_stop_and_resume_is_bitwise_exact(mfeat_data_dir, tmp_path):
     expected, resumed = train_losses(full), train_losses(stopped)
     assert [resumed[s] for s in (4, 5, 6)] == [expected[s] for s in (4, 5, 6)]
     assert expected[4] != expected[3]
-    a = jax.tree.leaves(nnx.state(loop.load_trained(full).model, nnx.Param))
-    b = jax.tree.leaves(nnx.state(loop.load_trained(stopped).model, nnx.Param))
+    a = jax.tree.leaves(nnx.state(mango_jax.load(full, "latest").model, nnx.Param))
+    b = jax.tree.leaves(nnx.state(mango_jax.load(stopped, "latest").model, nnx.Param))
     for x, y in zip(a, b, strict=True):
         np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
 
@@ -90,8 +91,8 @@ def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(mfeat_data_dir, tm
     bad_step = int(err.value.args[0].split("at step ")[1].split(";")[0])
     checkpointer = Checkpointer(os.path.join(workdir, "checkpoints"))
     assert checkpointer.latest_step() == bad_step - 1
-    trainer = loop.load_trained(workdir)
-    for leaf in jax.tree.leaves(nnx.state(trainer.model, nnx.Param)):
+    predictor = mango_jax.load(workdir, "latest")
+    for leaf in jax.tree.leaves(nnx.state(predictor.model, nnx.Param)):
         assert np.all(np.isfinite(np.asarray(leaf)))
     checkpointer.close()
 
