@@ -71,11 +71,17 @@ def default_config(name: str) -> ml_collections.ConfigDict:
     mmimdb (23-genre multi-label; poster + plot):
       form: 'multibench' (default; prepared from `multimodal_imdb.hdf5`) or 'original' (prepared
         from the `mmimdb/` release). Each form is prepared into its own folder.
-      modalities: default ('image', 'text'). 'image': float32 (H, W, 3) poster, ImageNet-
-        normalised; 'text': int32 (max_text_len,) token ids (0 = padding). The multibench form
-        also offers 'word2vec' (300,) and 'vgg' (4096,) float32 feature vectors.
+      tokenizer: 'words' (default: the HDF5's own ids, or the original form's word vocabulary)
+        or 'clip' (original form only: CLIP's BPE ids, prepared with `--tokenizer=CLIP_FOLDER`
+        into their own folder).
+      modalities: default ('image', 'text'). 'image': float32 (H, W, 3) poster, normalised with
+        rgb_mean / rgb_std (ImageNet's by default); 'text': int32 (max_text_len,) token ids
+        (padding: 0, or CLIP's end token), with 'text_mask' bool (max_text_len,), True on real
+        tokens (CLIP's start and end tokens included). The multibench form also offers
+        'word2vec' (300,) and 'vgg' (4096,) float32 feature vectors.
       image_size: (H, W) of the poster (default (256, 160), the MultiBench size).
-      max_text_len: token ids are truncated / zero-padded to this length (default 256).
+      max_text_len: token ids are truncated / padded to this length (default 256; CLIP ids: at
+        most the tokenizer's 77, truncation keeps the end token last).
       augment: random horizontal flip of the poster in training (default False).
 
     nyudv2 (40 classes) and sunrgbd (37 classes), RGB-D semantic segmentation:
