@@ -100,7 +100,8 @@ class Trainer:
         self.batch_sharding = batch_sharding(self.mesh)
         model = build_model(config, self.info)
         self.param_counts = parameter_counts(model)
-        tx, schedule = make_optimizer(config.optimizer, self.steps)
+        tx, schedule = make_optimizer(config.optimizer, self.steps, model, pretrained=[
+            m for m, path in config.model.encoder.pretrained.items() if path])
         optimizer = nnx.Optimizer(model, tx, wrt=nnx.Param)
         self.graphdef, state = nnx.split((model, optimizer))
         self.state_sharding = state_shardings(self.mesh, state)
