@@ -95,7 +95,16 @@ def default_config(name: str) -> ml_collections.ConfigDict:
       augment: whether training applies the scale/crop/flip above (default True).
       depth_scale: 'geminifusion' (default: depth / 255, one channel, shape (S, S, 1)) or
         'tokenfusion' (depth / 5000, repeated to three channels, shape (S, S, 3)).
-      rgb_mean, rgb_std: ImageNet statistics; rgb becomes (x / 255 - mean) / std.
+      rgb_mean, rgb_std: ImageNet statistics by default; rgb becomes (x / 255 - mean) / std.
+        With a pretrained rgb encoder, experiments.main sets them from its checkpoint
+        (`mango_jax.encoders.preprocessing.image_statistics`).
+      depth_mean, depth_std: depth becomes (depth after depth_scale - depth_mean) / depth_std.
+        Default (0, 1): depth as depth_scale leaves it, which an encoder trained from scratch
+        adapts to. With a pretrained depth encoder (an RGB checkpoint whose patch kernel is
+        summed over colours, i.e. depth repeated to grey RGB), experiments.main sets them to
+        the channel means of the checkpoint's rgb statistics (ImageNet / MAE: 0.449, 0.226):
+        depth, scaled like a pixel to about [0, 1], then spans what the kernel saw of a grey
+        ImageNet image.
       eval_label: 'original' (default: eval labels at the label's own resolution, padded with 255
         to the largest label size of the dataset, plus `label_hw` int32 [B, 2] holding each
         label's true height and width, so metrics follow the protocol "logits resized to the
