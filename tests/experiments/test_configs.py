@@ -16,7 +16,7 @@ import pytest
 from flax import nnx
 
 from experiments import mmimdb, nyudv2, sunrgbd, taskonomy
-from experiments.common import PARTITION_PATTERNS
+from experiments.common import PARTITION_PATTERNS, use_pretrained
 from mango_jax import data, encoders, flows
 from mango_jax.data.spec import get_spec
 from mango_jax.flows.ica import ICA
@@ -38,10 +38,10 @@ def run_main(tmp_path_factory):
            "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
            "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "0"}
 
-    def run(config_arg: str, data_dir, workdir) -> subprocess.CompletedProcess:
+    def run(config_arg: str, data_dir, workdir, *flags) -> subprocess.CompletedProcess:
         return subprocess.run(
             [sys.executable, "-m", "experiments.main", f"--config={config_arg}",
-             f"--config.data.data_dir={data_dir}", f"--workdir={workdir}"],
+             f"--config.data.data_dir={data_dir}", f"--workdir={workdir}", *flags],
             cwd=REPO, env=env, capture_output=True, text=True, timeout=RUN_TIMEOUT_S)
 
     return run
@@ -256,3 +256,56 @@ def test_paper_protocol_sizes():
         for modality in config.data.modalities:
             if name != "mmimdb" or modality == "image":
                 assert modality in config.model.encoder.pretrained, (name, modality)
+
+
+# ---------------------------------------------------------------------------------------------
+# Pretrained encoders.
+
+
+def test_pretrained_paper_points_every_encoder_at_its_checkpoint_folder():
+    mae, clip = "data/weights/vit-mae-base", "data/weights/clip-vit-base-patch16"
+    for name, module in CONFIGS.items():
+        paper = module.get_config("pretrained=paper").model.encoder.pretrained
+        expect = {m: mae for m in module.get_config().data.modalities}
+        if name == "mmimdb":
+            expect = {"image": mae, "text": clip}
+        assert dict(paper) == expect, name
+        assert all(v is None for v in module.get_config().model.encoder.pretrained.values())
+    config = mmimdb.get_config("pretrained=paper")
+    assert (config.data.form, config.data.tokenizer) == ("original", "clip")
+    assert config.data.max_text_len == config.model.encoder.text_max_len == 77
+    with pytest.raises(ValueError, match="use form='original'"):
+        mmimdb.get_config("form=hdf5,pretrained=paper")
+    with pytest.raises(ValueError, match="valid: paper"):
+        nyudv2.get_config("pretrained=mae")
+
+
+def test_checkpoint_statistics_normalise_the_inputs(tmp_path):
+    mean, std = [0.5, 0.4, 0.3], [0.2, 0.25, 0.3]
+    (tmp_path / "preprocessor_config.json").write_text(
+        json.dumps({"image_mean": mean, "image_std": std}))
+    config = nyudv2.get_config()
+    config.model.encoder.pretrained.rgb = config.model.encoder.pretrained.depth = str(tmp_path)
+    use_pretrained(config)
+    assert config.data.rgb_mean == tuple(mean) and config.data.rgb_std == tuple(std)
+    assert config.data.depth_mean == pytest.approx(0.4)
+    assert config.data.depth_std == pytest.approx(0.25)
+    poster = mmimdb.get_config()
+    (tmp_path / "model.safetensors").write_bytes(b"")  # only its folder is read here
+    poster.model.encoder.pretrained.image = str(tmp_path / "model.safetensors")
+    use_pretrained(poster)
+    assert poster.data.rgb_mean == tuple(mean)
+    poster.model.encoder.pretrained.text = str(tmp_path)
+    with pytest.raises(ValueError, match="data.tokenizer=clip"):
+        use_pretrained(poster)  # CLIP's tower on the HDF5's word indices
+
+
+def test_missing_checkpoint_stops_at_once_with_the_download_command(run_main, tmp_path):
+    path = tmp_path / "weights" / "vit-mae-base"
+    proc = run_main("experiments/nyudv2.py:runlocal", tmp_path / "empty", tmp_path / "work",
+                    f"--config.model.encoder.pretrained.depth={path}")
+    assert proc.returncode != 0
+    assert proc.stderr.strip().splitlines()[-1] == (
+        f"error: model.encoder.pretrained.depth: no checkpoint at '{path}'; download it with "
+        f"`hf download facebook/vit-mae-base --local-dir {path}`")
+    assert "Traceback" not in proc.stderr and not (tmp_path / "work").exists()
