@@ -13,13 +13,17 @@ from pathlib import Path
 
 import jax
 import numpy as np
+import optax
 import pytest
 import safetensors.numpy
 from flax import nnx
 
 from mango_jax import encoders
+from mango_jax import model as model_lib
+from mango_jax.data import DatasetInfo
 from mango_jax.encoders import TextEncoder, ViTEncoder, load_pretrained
 from mango_jax.encoders.vit import resample_positions
+from mango_jax.train.losses import task_loss
 
 FIXTURES = Path(__file__).parent / "fixtures"
 REF = dict(np.load(FIXTURES / "references.npz"))
@@ -252,3 +256,48 @@ def test_clip_padding_mask_keeps_padding_out_of_the_resampler():
     np.testing.assert_allclose(run(enc, changed), out, atol=1e-6)  # derived: up to the first end
     everything = np.ones_like(mask)  # a mask over every position lets the 5s in
     assert not np.allclose(run(enc, changed, everything), run(enc, ids, everything), atol=1e-3)
+
+
+def test_model_with_pretrained_encoders_from_config_fields_trains_a_step():
+    """MM-IMDB's shape of problem: an MAE poster encoder and a CLIP plot encoder, named by
+    config fields alone, widths projected to D, both resampled to 8 tokens, CLIP's padding
+    mask in the batch; one optimiser step moves the pretrained weights."""
+    config = model_lib.default_config()
+    config.dim, config.tokens_per_modality, config.decoder_width = 32, 8, 16
+    config.encoder.update(patch_size=16, num_heads=2)
+    config.encoder.pretrained.poster = str(FIXTURES / "vit_mae_model")
+    config.encoder.pretrained.plot = str(FIXTURES / "clip_model")
+    config.fusion.flow.update(num_blocks=1, num_heads=2, coupling_hidden=16)
+    info = DatasetInfo(name="fake", task="multilabel", num_classes=3,
+                       modality_shapes={"poster": (64, 64, 3), "plot": (77,)},
+                       modality_kinds={"poster": "image", "plot": "tokens"}, vocab_size=128,
+                       label_shape=(3,), eval_label_shape=(3,), label_dtype="float32",
+                       ignore_index=None, class_names=None, split_sizes={"train": 2})
+    model = model_lib.MultimodalModel(config, info, ("poster", "plot"), rngs=nnx.Rngs(0))
+    counts = {name: sum(x.size for x in jax.tree.leaves(nnx.state(module, nnx.Param)))
+              for name, module in (("a", model.encoder_a), ("b", model.encoder_b))}
+    reference = {name: sum(v.size for v in safetensors.numpy.load_file(path).values())
+                 for name, path in (("a", FIXTURES / "vit_mae_model/model.safetensors"),
+                                    ("b", FIXTURES / "clip_text_model/model.safetensors"))}
+    resampler = 8 * 32 + 2 * 32 + 4 * (32 * 32 + 32)
+    for name in "ab":  # the checkpoint's tensors + `project` (128 -> 32) + the resampler
+        assert counts[name] == reference[name] + 128 * 32 + 32 + resampler
+    batch = {"poster": REF["vit_images"], "plot": REF["clip_ids"],
+             "plot_mask": np.arange(77)[None] < np.array([[22], [77]]),
+             "label": np.array([[1, 0, 1], [0, 1, 0]], np.float32), "mask": np.ones(2, bool)}
+    optimizer = nnx.Optimizer(model, optax.adam(1e-3), wrt=nnx.Param)
+
+    @nnx.jit
+    def step(model, optimizer, batch):
+        def loss(model):
+            out = model(batch)
+            return task_loss("multilabel", out.prediction, batch, ignore_index=None) + sum(
+                out.aux_losses.values())
+        value, grads = nnx.value_and_grad(loss)(model)
+        optimizer.update(model, grads)
+        return value
+
+    before = np.asarray(model.encoder_a.net.blocks[0].attention.query.kernel[...])
+    assert np.isfinite(float(step(model, optimizer, batch)))
+    after = np.asarray(model.encoder_a.net.blocks[0].attention.query.kernel[...])
+    assert np.abs(after - before).max() > 1e-4
