@@ -1,14 +1,16 @@
-"""Load time and memory of paper-sized pretrained encoders, and the paper setting's size.
+"""Equivalence errors, load time and memory of pretrained encoders, and the paper's size.
 
     python -m experiments.pretrained_check
 
-Writes random checkpoints of the real sizes into a temporary folder (deleted after): MAE
-ViT-B/16 as a bare MAE-release / timm `.safetensors` (no config.json: 12 heads from the width)
-and CLIP ViT-B/16's text tower as a transformers `CLIPTextModel` folder. Each is loaded by
-`mango_jax.encoders.load_pretrained` in a fresh process, which reports the wall time and the
-peak resident memory above what the process held before loading. Then prints the parameter
-count of NYUDv2's paper configuration (`experiments/nyudv2.py`: two ViT-B/16 encoders, D = 768,
-G of 12 blocks) beside Table 8's 72.9M.
+1. Equivalence on the test fixtures (`tests/encoders/make_reference_fixtures.py`): max |ours −
+   reference| / max |reference| in float32 against transformers' ViTMAEModel / CLIPTextModel.
+2. Random checkpoints of the real sizes in a temporary folder (deleted after): MAE ViT-B/16 as
+   a bare MAE-release / timm `.safetensors` (no config.json: 12 heads from the width), CLIP
+   ViT-B/16's text tower as a transformers `CLIPTextModel` folder. Each is loaded by
+   `mango_jax.encoders.load_pretrained` in a fresh process, which reports the wall time and the
+   peak resident memory above what it held before loading.
+3. The parameter count of NYUDv2's paper configuration (`experiments/nyudv2.py`: two ViT-B/16
+   encoders, D = 768, G of 12 blocks) beside Table 8's 72.9M.
 """
 
 from __future__ import annotations
@@ -25,6 +27,39 @@ from pathlib import Path
 import numpy as np
 
 PAPER_NYUDV2_PARAMS = 72.9e6  # Table 8, MANGO on NYUDv2
+FIXTURES = Path(__file__).resolve().parents[1] / "tests" / "encoders" / "fixtures"
+# (what, file or folder under FIXTURES, input, reference output) in references.npz
+EQUIVALENCE = (
+    ("ViTMAEModel folder", "vit_mae_model", "vit_images", "vit_out"),
+    ("ViTMAEForPreTraining folder", "vit_mae_pretraining", "vit_images", "vit_pretraining_out"),
+    ("MAE/timm .safetensors", "mae_timm.safetensors", "vit_images", "vit_out"),
+    ("MAE/timm .npz", "mae_timm.npz", "vit_images", "vit_out"),
+    ("ViTMAEModel at 48 x 80 (positions resampled)", "vit_mae_model", "vit_resampled_images",
+     "vit_resampled_out"),
+    ("MAE/timm at 48 x 80 (positions resampled)", "mae_timm.safetensors",
+     "vit_resampled_images", "vit_resampled_out"),
+    ("CLIPTextModel folder, 77 tokens", "clip_text_model", "clip_ids", "clip_out"),
+    ("CLIPTextModel folder, first 10 tokens", "clip_text_model", "clip_ids[:, :10]",
+     "clip_short_out"),
+    ("CLIPModel folder (text tower)", "clip_model", "clip_ids", "clip_full_out"),
+)
+
+
+def equivalence_errors() -> None:
+    import jax
+
+    from mango_jax.encoders import load_pretrained
+
+    if not FIXTURES.exists():
+        print(f"(no fixtures at {FIXTURES}: equivalence errors skipped)")
+        return
+    refs = dict(np.load(FIXTURES / "references.npz"))
+    refs["clip_ids[:, :10]"] = refs["clip_ids"][:, :10]
+    print("equivalence to the reference implementations (max |diff| / max |reference|):")
+    for what, name, inputs, reference in EQUIVALENCE:
+        out = np.asarray(jax.jit(load_pretrained(FIXTURES / name).__call__)(refs[inputs]))
+        error = np.max(np.abs(out - refs[reference])) / np.max(np.abs(refs[reference]))
+        print(f"  {what}: {error:.1e}")
 
 
 def write_vit_b16(path: Path, rng: np.random.Generator) -> int:
@@ -145,6 +180,7 @@ def main() -> None:
     if args.measure:
         measure(args.measure)
         return
+    equivalence_errors()
     rng = np.random.default_rng(0)
     with tempfile.TemporaryDirectory() as tmp:
         vit = Path(tmp) / "mae_vit_base_patch16.safetensors"
