@@ -139,3 +139,39 @@ def test_defaults_are_plain_adamw_and_bad_fields_are_refused():
     with pytest.raises(ValueError, match="need the model"):
         optim.make_optimizer(config(layer_decay=0.7), 10)
     assert isinstance(optim.default_config(), ml_collections.ConfigDict)
+
+
+def test_layers_of_the_real_encoders():
+    """The package's ViT and text encoders (with resampler) get MAE's layer ids."""
+    from mango_jax import encoders
+
+    cfg = encoders.default_config()
+    cfg.depth, cfg.num_heads = 2, 2
+
+    class Real(nnx.Module):
+        modalities = ("rgb", "text")
+
+        def __init__(self):
+            rngs = nnx.Rngs(0)
+            self.encoder_a = encoders.ModalityEncoder("image", (16, 16, 3), dim=8, num_tokens=3,
+                                                      latent=True, config=cfg, rngs=rngs)
+            self.encoder_b = encoders.ModalityEncoder("tokens", (5,), dim=8, num_tokens=3,
+                                                      latent=True, config=cfg, rngs=rngs,
+                                                      vocab_size=7)
+
+    groups = optim.parameter_groups(config(layer_decay=DECAY), nnx.state(Real(), nnx.Param))
+    layer = {"/".join(map(str, k)): round(np.log(s) / np.log(DECAY)) for k, (s, _, _) in
+             groups.items()}  # L + 1 − layer, with L = 2
+    for path, exponent in layer.items():
+        names = path.split("/")
+        if "blocks" in names:
+            assert exponent == 3 - (int(names[names.index("blocks") + 1]) + 1), path
+        elif names[2] in ("patch", "embed", "cls_token", "position"):
+            assert names[1] == "net" and exponent == 3, path
+        else:
+            assert names[1] == "resample" or names[2] == "norm", path
+            assert exponent == 0, path
+    assert {p.split("/")[2] for p in layer if p.startswith("encoder_a/net")} == {
+        "patch", "cls_token", "position", "blocks", "norm"}
+    assert {p.split("/")[0] for p in layer if p.split("/")[1] == "resample"} == {
+        "encoder_a", "encoder_b"}
