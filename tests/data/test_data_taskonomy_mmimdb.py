@@ -273,6 +273,14 @@ def test_mmimdb_clip_refused_for_the_hdf5(tmp_path):
     cfg.tokenizer = "clip"
     with pytest.raises(ValueError, match="form='original'"):
         data.dataset_info(cfg)
+    res = subprocess.run(
+        [sys.executable, "-m", "mango_jax.data.prepare", "--dataset=mmimdb",
+         f"--manual_dir={tmp_path / 'raw'}", f"--data_dir={tmp_path / 'd'}", "--split_rows=6,9",
+         f"--tokenizer={CLIP_FIXTURE}"],
+        capture_output=True, text=True, env=dict(os.environ, PYTHONPATH=os.getcwd()),
+        timeout=300)
+    assert res.returncode != 0 and "prepare the original release" in res.stderr
+    assert not (tmp_path / "d" / "mmimdb").exists()
 
 
 def test_mmimdb_vocab_from_train_only_and_vocab_file(tmp_path):
