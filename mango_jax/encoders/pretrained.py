@@ -238,10 +238,6 @@ def _load_blocks(ckpt: Checkpoint, blocks, width: int, hidden: int) -> None:
 
 
 def _final_norm(ckpt: Checkpoint, module, width: int) -> None:
-    # Global-pool fine-tuned MAE checkpoints keep their final norm as `fc_norm`.
-    if (ckpt.scheme is _VIT_TIMM and "norm.weight" not in ckpt.names
-            and "fc_norm.weight" in ckpt.names):
-        ckpt.scheme = {**ckpt.scheme, "norm": "fc_norm"}
     _assign(module.scale, ckpt.take("norm.weight", (width,)))
     _assign(module.bias, ckpt.take("norm.bias", (width,)))
 
