@@ -19,6 +19,7 @@ import json
 import re
 from pathlib import Path
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
@@ -34,6 +35,8 @@ KNOWN_HEADS = {768: 12, 1024: 16, 1280: 16}
 HIDDEN_ACT = {"gelu": "gelu", "quick_gelu": "quick_gelu", "gelu_new": "gelu_tanh",
               "gelu_pytorch_tanh": "gelu_tanh"}
 PICKLED = (".pth", ".pt", ".bin", ".ckpt", ".pkl")
+# config.json's `model_type`s each kind reads (plain ViT shares ViTMAE's encoder names).
+MODEL_TYPES = {"vit": ("vit_mae", "vit"), "text": ("clip", "clip_text_model")}
 
 # Per scheme: canonical name -> the file's name. Canonical block names are `blocks.N.<part>`,
 # with q/k/v separate (the MAE release stacks them in `attn.qkv`, read by `Checkpoint.take`).
@@ -89,23 +92,21 @@ class Checkpoint:
         if path.name == "model.safetensors" and config.exists():
             self.config = json.loads(config.read_text())
         self.path = str(path)
+        if path.suffix not in (".safetensors", ".npz"):
+            raise ValueError(f"{path}: unknown checkpoint format {path.suffix!r}; expected "
+                             ".safetensors, a model folder with model.safetensors, or .npz")
         try:
             if path.suffix == ".safetensors":
                 self._file = safe_open(self.path, "numpy")
                 names = list(self._file.keys())
                 self._shape = lambda k: tuple(self._file.get_slice(k).get_shape())
                 self._read = self._file.get_tensor
-            elif path.suffix == ".npz":
+            else:
                 self._file = np.load(self.path, allow_pickle=False)
                 names = list(self._file.files)
                 self._shape = lambda k: self._file[k].shape
                 self._read = lambda k: self._file[k]
-            else:
-                raise ValueError(f"{path}: unknown checkpoint format {path.suffix!r}; expected "
-                                 ".safetensors, a model folder with model.safetensors, or .npz")
         except (SafetensorError, OSError, ValueError, EOFError) as e:
-            if isinstance(e, ValueError) and "unknown checkpoint format" in str(e):
-                raise
             raise ValueError(f"{path} cannot be read as {path.suffix[1:]} (truncated or "
                              f"corrupt?): {e}") from e
         for prefix in ("text_model.", "vit."):
@@ -125,6 +126,10 @@ class Checkpoint:
                 f"{self.path} is neither an MAE / ViT (MAE release, timm or transformers "
                 f"ViTMAE names) nor a CLIP text checkpoint: it has none of "
                 f"{[m for m, _, _ in _SCHEMES]} (its keys begin {sorted(names)[:4]})")
+        model_type = self.config.get("model_type")
+        if model_type is not None and model_type not in MODEL_TYPES[self.kind]:
+            raise ValueError(f"{self.path}: config.json names model_type {model_type!r}, not one "
+                             f"of {MODEL_TYPES[self.kind]} that its {self.kind} tensors need")
         blocks = re.compile(re.escape(scheme["block"]).replace(r"\{\}", r"(\d+)") + r"\.")
         self.depth = len({m.group(1) for n in self.names if (m := blocks.match(n))})
 
@@ -191,8 +196,26 @@ def _act(ckpt: Checkpoint, config: dict, default: str) -> str:
     return HIDDEN_ACT[name]
 
 
+def _skeleton(build):
+    """`build()`'s module with its parameters not yet allocated, the checkpoint filling them
+    (no random init of weights about to be replaced), and its other state (dropout RNG streams)
+    computed. `_filled` checks that every parameter was."""
+    module = nnx.eval_shape(build)
+    nnx.update(module, jax.jit(lambda: nnx.state(build(), nnx.Not(nnx.Param)))())
+    return module
+
+
+def _filled(module, ckpt: Checkpoint):
+    empty = [jax.tree_util.keystr(path) for path, leaf in
+             jax.tree_util.tree_leaves_with_path(nnx.state(module))
+             if isinstance(leaf, jax.ShapeDtypeStruct)]
+    if empty:
+        raise RuntimeError(f"loading {ckpt.path} left {empty} unset; a loader bug, please report")
+    return module
+
+
 def _assign(variable: nnx.Variable, value: np.ndarray) -> None:
-    variable[...] = jnp.asarray(value, variable[...].dtype)
+    variable.set_value(jnp.asarray(value, variable.dtype))
 
 
 def _load_blocks(ckpt: Checkpoint, blocks, width: int, hidden: int) -> None:
@@ -215,10 +238,6 @@ def _load_blocks(ckpt: Checkpoint, blocks, width: int, hidden: int) -> None:
 
 
 def _final_norm(ckpt: Checkpoint, module, width: int) -> None:
-    # Global-pool fine-tuned MAE checkpoints keep their final norm as `fc_norm`.
-    if (ckpt.scheme is _VIT_TIMM and "norm.weight" not in ckpt.names
-            and "fc_norm.weight" in ckpt.names):
-        ckpt.scheme = {**ckpt.scheme, "norm": "fc_norm"}
     _assign(module.scale, ckpt.take("norm.weight", (width,)))
     _assign(module.bias, ckpt.take("norm.bias", (width,)))
 
@@ -241,11 +260,16 @@ def _vit(ckpt: Checkpoint, num_heads: int | None, latent: bool) -> ViTEncoder:
                          f"not the {grid[0]}×{grid[1]} grid its image size gives")
     depth = ckpt.depth if latent else 0
     hidden = ckpt.shape("fc1.weight", 0)[0] if depth else width
-    encoder = ViTEncoder(
-        channels, dim=width, patch_size=patch, depth=depth,
-        num_heads=_heads(ckpt, config, width, num_heads) if depth else 1,
-        mlp_ratio=hidden / width, dropout=0.0, rngs=nnx.Rngs(0), grid=grid,
-        act=_act(ckpt, config, "gelu"), eps=config.get("layer_norm_eps", 1e-6))
+    shape = dict(dim=width, patch_size=patch, depth=depth,
+                 num_heads=_heads(ckpt, config, width, num_heads) if depth else 1,
+                 mlp_ratio=hidden / width, dropout=0.0, grid=grid,
+                 act=_act(ckpt, config, "gelu"), eps=config.get("layer_norm_eps", 1e-6))
+
+    def build():
+        return ViTEncoder(channels, rngs=nnx.Rngs(0), **shape)
+
+    # Without the latent model only the patch embedding is loaded; the rest starts fresh.
+    encoder = _skeleton(build) if latent else build()
     kernel = ckpt.take("patch.weight", (width, channels, patch, patch))
     _assign(encoder.patch.kernel, np.transpose(kernel, (2, 3, 1, 0)))
     _assign(encoder.patch.bias, ckpt.take("patch.bias", (width,)))
@@ -255,7 +279,7 @@ def _vit(ckpt: Checkpoint, num_heads: int | None, latent: bool) -> ViTEncoder:
     _assign(encoder.position, ckpt.take("position", (1, rows + 1, width))[0])
     _load_blocks(ckpt, encoder.blocks, width, hidden)
     _final_norm(ckpt, encoder.norm, width)
-    return encoder
+    return _filled(encoder, ckpt)
 
 
 def _text(ckpt: Checkpoint, num_heads: int | None, latent: bool) -> TextEncoder:
@@ -268,19 +292,23 @@ def _text(ckpt: Checkpoint, num_heads: int | None, latent: bool) -> TextEncoder:
     # the largest id instead, which is the same token.
     eos = config.get("eos_token_id", vocab - 1)
     eos = vocab - 1 if eos == 2 or eos is None else eos
-    encoder = TextEncoder(
-        vocab, context, dim=width, depth=depth,
-        num_heads=_heads(ckpt, config, width, num_heads) if depth else 1,
-        mlp_ratio=hidden / width, dropout=0.0, rngs=nnx.Rngs(0), causal=True,
-        act=_act(ckpt, config, "quick_gelu"), eps=config.get("layer_norm_eps", 1e-5),
-        eos_token_id=int(eos))
+    shape = dict(dim=width, depth=depth,
+                 num_heads=_heads(ckpt, config, width, num_heads) if depth else 1,
+                 mlp_ratio=hidden / width, dropout=0.0, causal=True,
+                 act=_act(ckpt, config, "quick_gelu"), eps=config.get("layer_norm_eps", 1e-5),
+                 eos_token_id=int(eos))
+
+    def build():
+        return TextEncoder(vocab, context, rngs=nnx.Rngs(0), **shape)
+
+    encoder = _skeleton(build) if latent else build()
     _assign(encoder.embed.embedding, ckpt.take("embed.weight", (vocab, width)))
     if not latent:
         return encoder
     _assign(encoder.position, ckpt.take("position.weight", (context, width)))
     _load_blocks(ckpt, encoder.blocks, width, hidden)
     _final_norm(ckpt, encoder.norm, width)
-    return encoder
+    return _filled(encoder, ckpt)
 
 
 def load_pretrained(path: str | Path, *, num_heads: int | None = None,

@@ -147,6 +147,8 @@ def test_config_json_decides_the_architecture(tmp_path):
     assert bare.blocks[0].attention.num_heads == 2 and bare.norm.epsilon == 1e-6
     text = load_pretrained(copy_folder(tmp_path, "clip_text_model", hidden_act="gelu"))
     assert text.blocks[0].mlp.act == "gelu"
+    with pytest.raises(ValueError, match="model_type 'bert'"):
+        load_pretrained(copy_folder(tmp_path / "b", "vit_mae_model", model_type="bert"))
 
 
 def test_unknown_width_needs_num_heads(tmp_path):
