@@ -7,6 +7,8 @@ Config files follow big_vision: `get_config(arg)` where `arg` is `"k=v,k2=v2,fla
 
 from __future__ import annotations
 
+import os
+
 import ml_collections
 
 from mango_jax import data, flows, fusion, model
@@ -163,9 +165,9 @@ def set_mae_vit_base(config: ml_collections.ConfigDict, image_modalities) -> Non
     12 heads, MLP ratio 4. The width is the model's D, shared by G and the head.
 
     `config.model.encoder.pretrained.<modality>` (one field per image modality, unset: random
-    init) takes the path of MAE's `mae_pretrain_vit_base.pth` exported to `.npz` (see
-    `mango_jax.encoders.load_mae_weights`); one-channel inputs get the RGB patch kernel summed
-    over colours.
+    init) takes a checkpoint path for `mango_jax.encoders.load_pretrained` (see `set_pretrained`
+    and data/weights/README.md); one-channel inputs get the RGB patch kernel summed over
+    colours.
     """
     config.model.dim = 768
     encoder = config.model.encoder
@@ -177,12 +179,76 @@ def set_mae_vit_base(config: ml_collections.ConfigDict, image_modalities) -> Non
         encoder.pretrained[modality] = ml_collections.config_dict.placeholder(str)
 
 
+# The paper's checkpoints: folder name under data/weights/ -> the hub repository it comes from.
+WEIGHTS_DIR = os.path.join("data", "weights")
+PAPER_WEIGHTS = {"vit-mae-base": "facebook/vit-mae-base",
+                 "clip-vit-base-patch16": "openai/clip-vit-base-patch16"}
+
+
+class WeightsNotFoundError(FileNotFoundError):
+    """A configured checkpoint is not on disk (experiments.main prints it as one line)."""
+
+
+def download_command(name: str, path: str | None = None) -> str:
+    """The command that puts PAPER_WEIGHTS[name] at `path` (default data/weights/<name>)."""
+    path = path or os.path.join(WEIGHTS_DIR, name)
+    return f"hf download {PAPER_WEIGHTS[name]} --local-dir {path}"
+
+
+def set_pretrained(config: ml_collections.ConfigDict, value: str, weights: dict) -> None:
+    """`pretrained=paper`: each modality's encoder from `data/weights/<name>/` (`weights`:
+    {modality: name of PAPER_WEIGHTS}); '' (the default) leaves them to
+    `--config.model.encoder.pretrained.<modality>=PATH` (unset: random init)."""
+    if value not in ("", "paper"):
+        raise ValueError(f"pretrained={value!r}; valid: paper (or leave it out: random init)")
+    for modality, name in weights.items():
+        config.model.encoder.pretrained[modality] = (
+            os.path.join(WEIGHTS_DIR, name) if value else
+            ml_collections.config_dict.placeholder(str))
+
+
+def use_pretrained(config: ml_collections.ConfigDict) -> None:
+    """What a run with checkpoints needs, checked before anything is built: every configured
+    checkpoint exists (else `WeightsNotFoundError` naming the path and its download command),
+    image inputs are normalised with their checkpoint's statistics (rgb: its mean / std; depth,
+    which goes through the colour-summed RGB kernel: their channel means, see the data config's
+    depth_mean), and a pretrained (CLIP) text encoder reads CLIP ids."""
+    from mango_jax.encoders.preprocessing import image_statistics
+
+    data_config = config.data
+    for modality, path in config.model.encoder.pretrained.items():
+        if not path:
+            continue
+        if not os.path.exists(path):
+            name = os.path.basename(os.path.normpath(path))
+            how = (f"download it with `{download_command(name, path)}`" if name in PAPER_WEIGHTS
+                   else "see data/weights/README.md")
+            raise WeightsNotFoundError(f"model.encoder.pretrained.{modality}: no checkpoint at "
+                                       f"{path!r}; {how}")
+        kind = {"rgb": "rgb", "image": "rgb", "depth": "depth"}.get(modality)
+        if kind and f"{kind}_mean" in data_config:
+            mean, std = image_statistics(path)
+            if kind == "rgb":
+                data_config.rgb_mean, data_config.rgb_std = mean, std
+            else:
+                data_config.depth_mean = sum(mean) / len(mean)
+                data_config.depth_std = sum(std) / len(std)
+        if modality == "text" and data_config.get("tokenizer") != "clip":
+            raise ValueError(
+                f"model.encoder.pretrained.text={path!r} is CLIP's text tower, which reads CLIP "
+                "ids: set --config.data.form=original --config.data.tokenizer=clip "
+                "--config.data.max_text_len=77 (the original release prepared with "
+                "--tokenizer=CLIP_FOLDER), or use experiments/mmimdb.py:pretrained=paper")
+
+
 def set_tokenfusion_adamw(config: ml_collections.ConfigDict) -> None:
     """TokenFusion's segmentation optimiser (`semantic_segmentation/main.py`, PolyWarmupAdamW):
     AdamW, peak 6e-5, weight decay 0.01, betas (0.9, 0.999), 1,500 linear warm-up iterations,
-    then poly decay with power 1.0 to zero. Not expressible here: its 10x rate for the decoder,
-    no decay on norm weights, and its three restarted stages (peaks 6e-5, 3e-5, 1.5e-5); one
-    poly decay over the whole run stands in for them. Gradient clipping (norm 1) is ours: it
+    then poly decay with power 1.0 to zero. Not expressible here: its 10x rate for the decoder
+    and its three restarted stages (peaks 6e-5, 3e-5, 1.5e-5); one poly decay over the whole
+    run stands in for them. Its no-decay on norm weights is nearest to
+    `optimizer.decay_exclusions` (MAE's set, also sparing biases, positions and class token;
+    by default on the pretrained encoders). Gradient clipping (norm 1) is ours: it
     guards the flow's NLL against early spikes."""
     opt = config.optimizer
     opt.learning_rate = 6e-5
@@ -223,15 +289,17 @@ def set_runlocal(config: ml_collections.ConfigDict) -> None:
 
 
 IMAGE_ARGS = {"flow": "mango", "blocks": 12, "latent": True, "fusion": "mango",
-              "runlocal": False}
+              "pretrained": "", "runlocal": False}
 
 
 def image_model(config: ml_collections.ConfigDict, args, *,
                 partitions: str = "mmca+imca+lica") -> None:
     """The model of the image-to-image configs (segmentation, translation): MAE ViT-B/16 on
-    each modality, G at the requested layer / depth / partitions, λ = 0.01, and the tiny
-    sizes (32x32 pixels) under `runlocal`. Sets the fusion last."""
+    each modality (`pretrained=paper`: `data/weights/vit-mae-base/` for each), G at the
+    requested layer / depth / partitions, λ = 0.01, and the tiny sizes (32x32 pixels) under
+    `runlocal`. Sets the fusion last."""
     set_mae_vit_base(config, config.data.modalities)
+    set_pretrained(config, args.pretrained, dict.fromkeys(config.data.modalities, "vit-mae-base"))
     set_flow(config, layer=args.flow, blocks=args.blocks, partitions=partitions)
     config.model.latent_model = args.latent
     config.model.fusion.nll_weight = 0.01

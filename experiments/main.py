@@ -18,7 +18,7 @@ import os
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from experiments.common import method_configs
+from experiments.common import WeightsNotFoundError, method_configs, use_pretrained
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file[:args].",
                                           lock_config=True)
@@ -84,9 +84,14 @@ def main(argv):
 
     config = _CONFIG.value
     workdir = _WORKDIR.value or os.path.join("runs", config.experiment)
+    methods = method_configs(config)
+    try:
+        for method in methods.values():
+            use_pretrained(method)
+    except (WeightsNotFoundError, ValueError) as err:
+        raise SystemExit(f"error: {err}") from None
     loop.log(f"Config ({jax.process_count()} process(es), {jax.device_count()} device(s)):\n"
              f"{config}")
-    methods = method_configs(config)
     all_results = {}
     for name, method in methods.items():
         method_dir = os.path.join(workdir, name) if len(methods) > 1 else workdir

@@ -3,22 +3,29 @@
     python -m experiments.main --config=experiments/mmimdb.py --workdir=runs/mmimdb
     python -m experiments.main --config=experiments/mmimdb.py:form=original,blocks=8
     python -m experiments.main --config=experiments/mmimdb.py:fusion=late+lrtf+mi_matrix
+    python -m experiments.main --config=experiments/mmimdb.py:pretrained=paper  # MAE + CLIP
 
 Arguments: form (hdf5: MultiBench's `multimodal_imdb.hdf5`, the split of DynMM that the paper
-uses, 15,552 / 2,608 / 7,799; original: the `mmimdb/` release and its split.json), fusion (a
-name of `mango_jax.fusion.NAMES`, several joined by '+', or 'all'), blocks (L, default 12),
-runlocal (2 steps at 32x16 posters, 16 words, D = 16, one block).
+uses, 15,552 / 2,608 / 7,799; original: the `mmimdb/` release and its split.json; default hdf5,
+original with pretrained=paper), fusion (a name of `mango_jax.fusion.NAMES`, several joined by
+'+', or 'all'), blocks (L, default 12), pretrained (paper: the poster's E from
+`data/weights/vit-mae-base/`, the plot's from `data/weights/clip-vit-base-patch16/`, see
+data/weights/README.md; unset: both from random init), runlocal (2 steps at 32x16 posters,
+16 tokens, D = 16, one block).
 
 The paper: L = 12, MAE's image encoder for the poster, CLIP's text encoder for the plot,
 DynMM's split and head, TokenFusion's learning hyper-parameters, 256x256 images. Where it is
 silent or our code differs, we chose:
 - Poster: 256x160, the size MultiBench stores (the paper's 256x256 would stretch it); the
   original form's posters are resized to the same. E: MAE ViT-B/16 (patch 16, width 768,
-  12 blocks, 12 heads); `--config.model.encoder.pretrained.image=PATH` loads MAE's
-  `mae_pretrain_vit_base` exported to .npz (unset: random init).
-- Plot: token ids (the HDF5's own, or the original form's word vocabulary), 256 at most. E: a
-  text transformer of the ViT's shape (our encoders share width, depth and heads) trained from
-  scratch; CLIP's text encoder (width 512, BPE vocabulary, 77 tokens) cannot be loaded.
+  12 blocks, 12 heads), loaded with pretrained=paper or
+  `--config.model.encoder.pretrained.image=PATH` (a checkpoint for
+  `mango_jax.encoders.load_pretrained`; the poster is then normalised with its statistics).
+- Plot: with pretrained=paper, CLIP ViT-B/16's text tower (width 512, projected to D) over
+  CLIP's BPE ids, 77 at most: the original release prepared with `--tokenizer=CLIP_FOLDER`
+  (`data.tokenizer='clip'`; the HDF5 holds only its own word indices, so form=hdf5 is refused
+  there). Without it: token ids (the HDF5's own, or the original form's word vocabulary), 256
+  at most, into a text transformer of the ViT's shape trained from scratch.
 - Tokens: the poster gives 16 x 10 = 160 patches, the plot 256 positions. MMCA pairs the two
   modalities token by token, so `model.tokens_per_modality` = 160: the poster keeps its patch
   grid and the plot's 256 positions are resampled by 160 learned queries whose attention skips
@@ -43,25 +50,38 @@ from experiments.common import (
     select_fusion,
     set_flow,
     set_mae_vit_base,
+    set_pretrained,
     set_runlocal,
     set_tokenfusion_adamw,
 )
+from mango_jax.data.mmimdb import CLIP_NEEDS_ORIGINAL
+from mango_jax.data.tokenizer import CONTEXT_LENGTH
 
 FORMS = {"hdf5": "multibench", "original": "original"}
 
 
 def get_config(arg: str | None = None):
-    args = parse_arg(arg, {"form": "hdf5", "fusion": "mango", "blocks": 12, "runlocal": False})
-    if args.form not in FORMS:
+    args = parse_arg(arg, {"form": "", "fusion": "mango", "blocks": 12, "pretrained": "",
+                           "runlocal": False})
+    form = args.form or ("original" if args.pretrained else "hdf5")
+    if form not in FORMS:
         raise ValueError(f"form={args.form!r}; valid: {'|'.join(FORMS)}")
+    if args.pretrained and form == "hdf5":
+        raise ValueError(f"pretrained={args.pretrained} reads the plot with CLIP's text tower. "
+                         + CLIP_NEEDS_ORIGINAL)
     config = base_config("mmimdb", "mmimdb")
-    config.data.form = FORMS[args.form]
+    config.data.form = FORMS[form]
     config.data.modalities = ("image", "text")
     config.data.image_size = (256, 160)
     config.data.max_text_len = 256
 
     set_mae_vit_base(config, ("image",))
-    config.model.encoder.text_max_len = 256
+    set_pretrained(config, args.pretrained,
+                   {"image": "vit-mae-base", "text": "clip-vit-base-patch16"})
+    if args.pretrained:
+        config.data.tokenizer = "clip"
+        config.data.max_text_len = CONTEXT_LENGTH
+    config.model.encoder.text_max_len = config.data.max_text_len
     config.model.tokens_per_modality = 160
     config.model.head_dropout = 0.1
     config.model.fusion.nll_weight = 0.01

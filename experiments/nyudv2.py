@@ -14,18 +14,23 @@ are removed, the coupling layer stays: 2 ICA + coupling, 6 ICA + coupling, or th
 8 ICA + coupling; `ica_mixing_budget` is shared by fewer layers, so each may mix more), latent
 (true|false, Tables 6-7: the ViT blocks of E, or only its patch embedding), fusion (a name of
 `mango_jax.fusion.NAMES` that keeps tokens, several joined by '+', or 'all'), runlocal (2 steps
-at 32x32 pixels, D = 16, one block: a smoke run on fixture data).
+at 32x32 pixels, D = 16, one block: a smoke run on fixture data), pretrained (paper: MAE's
+ViT-B/16 from `data/weights/vit-mae-base/` for both modalities; unset: random init).
 
 The paper's protocol: L = 12 blocks of 8 ICA layers (2 MMCA, 4 IMCA, 2 LICA) + one affine
 coupling layer; MAE encoders for RGB and depth; TokenFusion's task head and learning
 hyper-parameters; 256x256 inputs. Where it is silent or our code differs, we chose:
 - E: MAE ViT-B/16 (patch 16, width 768, 12 blocks, 12 heads) per modality, the smallest MAE
-  checkpoint; load `mae_pretrain_vit_base.pth` (exported to .npz, see
-  `mango_jax.encoders.load_mae_weights`) with `--config.model.encoder.pretrained.rgb=PATH` and
-  `.depth=PATH` (the depth encoder gets the RGB patch kernel summed over colours); unset, E
-  starts from random weights. D = 768 throughout (our encoders and G share the width), so the
-  model has 308M parameters (E 2 x 85M, G 136M, head 0.8M) against the paper's 72.9M (Table 8),
-  which two ViT-B encoders alone exceed; results.json records ours (`meta.params`).
+  checkpoint: `pretrained=paper` loads `data/weights/vit-mae-base/` (transformers' ViTMAE
+  folder; download command in data/weights/README.md) for rgb and depth, or
+  `--config.model.encoder.pretrained.rgb=PATH` / `.depth=PATH` any checkpoint
+  `mango_jax.encoders.load_pretrained` reads (the depth encoder gets the RGB patch kernel
+  summed over colours); unset, E starts from random weights. With a checkpoint, rgb is
+  normalised with its statistics and depth with their channel means (data `depth_mean` /
+  `depth_std`: 0.449 / 0.226 for MAE's ImageNet statistics), as a grey ImageNet image.
+  D = 768 throughout (our encoders and G share the width), so the model has 308M parameters
+  (E 2 x 85M, G 136M, head 0.8M) against the paper's 72.9M (Table 8), which two ViT-B
+  encoders alone exceed; results.json records ours (`meta.params`).
 - Tokens: 256 per modality (a 16x16 patch grid), 512 in G; no resampling.
 - G: 8 heads, coupling hidden width 512, contiguous IMCA halves, `ica_mixing_budget` 4.8
   (the package defaults). λ (NLL weight, bits/dim) = 0.01.

@@ -7,13 +7,14 @@
 
 Arguments: sources (two domains joined by '+', the model's two modalities; default
 reshading+edge_texture, the paper's shade + texture), target (the domain to predict, default
-rgb), flow, blocks, latent, fusion, runlocal (as in experiments/nyudv2.py). Domains:
+rgb), flow, blocks, latent, fusion, pretrained, runlocal (as in experiments/nyudv2.py). Domains:
 `mango_jax.data.taskonomy.DOMAINS`.
 
 The paper: L = 12, MAE encoders, TokenFusion's head and learning hyper-parameters, 256x256.
 Where it is silent or our code differs, we chose:
-- E: MAE ViT-B/16 per source (`--config.model.encoder.pretrained.<source>=PATH`, MAE's
-  `mae_pretrain_vit_base` as .npz; one-channel domains get the kernel summed over colours);
+- E: MAE ViT-B/16 per source (`pretrained=paper`: `data/weights/vit-mae-base/` for both, or
+  `--config.model.encoder.pretrained.<source>=PATH`; one-channel domains get the kernel summed
+  over colours). Inputs keep TokenFusion's [-1, 1] scaling, not the checkpoint's statistics;
   D = 768; 256 tokens per source (16x16 grid), 512 in G; G's heads, coupling width and mixing
   budget at the package defaults; λ = 0.01.
 - Head and loss: our dense decoder (width 256, tanh to [-1, 1]) trained with L1 alone.

@@ -115,9 +115,13 @@ class MultimodalModel(nnx.Module):
         return [stream.shape for stream in out.streams]
 
     def features(self, batch, *, deterministic: bool = True):
-        """Scale-fixed latent tokens `F_A: [B, M, D]`, `F_B: [B, K, D]`."""
-        a = self.encoder_a(batch[self.modalities[0]], deterministic=deterministic)
-        b = self.encoder_b(batch[self.modalities[1]], deterministic=deterministic)
+        """Scale-fixed latent tokens `F_A: [B, M, D]`, `F_B: [B, K, D]`.
+
+        A token-id modality's padding mask travels as `batch[f"{modality}_mask"]` where the data
+        pipeline writes one."""
+        a, b = (encoder(batch[m], mask=batch.get(f"{m}_mask"), deterministic=deterministic)
+                for encoder, m in zip((self.encoder_a, self.encoder_b), self.modalities,
+                                      strict=True))
         return fixed_scale(a), fixed_scale(b)
 
     def data_init(self, batch) -> None:

@@ -72,11 +72,17 @@ def default_config(name: str) -> ml_collections.ConfigDict:
     mmimdb (23-genre multi-label; poster + plot):
       form: 'multibench' (default; prepared from `multimodal_imdb.hdf5`) or 'original' (prepared
         from the `mmimdb/` release). Each form is prepared into its own folder.
-      modalities: default ('image', 'text'). 'image': float32 (H, W, 3) poster, ImageNet-
-        normalised; 'text': int32 (max_text_len,) token ids (0 = padding). The multibench form
-        also offers 'word2vec' (300,) and 'vgg' (4096,) float32 feature vectors.
+      tokenizer: 'words' (default: the HDF5's own ids, or the original form's word vocabulary)
+        or 'clip' (original form only: CLIP's BPE ids, prepared with `--tokenizer=CLIP_FOLDER`
+        into their own folder).
+      modalities: default ('image', 'text'). 'image': float32 (H, W, 3) poster, normalised with
+        rgb_mean / rgb_std (ImageNet's by default); 'text': int32 (max_text_len,) token ids
+        (padding: 0, or CLIP's end token), with 'text_mask' bool (max_text_len,), True on real
+        tokens (CLIP's start and end tokens included). The multibench form also offers
+        'word2vec' (300,) and 'vgg' (4096,) float32 feature vectors.
       image_size: (H, W) of the poster (default (256, 160), the MultiBench size).
-      max_text_len: token ids are truncated / zero-padded to this length (default 256).
+      max_text_len: token ids are truncated / padded to this length (default 256; CLIP ids: at
+        most the tokenizer's 77, truncation keeps the end token last).
       augment: random horizontal flip of the poster in training (default False).
 
     nyudv2 (40 classes) and sunrgbd (37 classes), RGB-D semantic segmentation:
@@ -90,7 +96,16 @@ def default_config(name: str) -> ml_collections.ConfigDict:
       augment: whether training applies the scale/crop/flip above (default True).
       depth_scale: 'geminifusion' (default: depth / 255, one channel, shape (S, S, 1)) or
         'tokenfusion' (depth / 5000, repeated to three channels, shape (S, S, 3)).
-      rgb_mean, rgb_std: ImageNet statistics; rgb becomes (x / 255 - mean) / std.
+      rgb_mean, rgb_std: ImageNet statistics by default; rgb becomes (x / 255 - mean) / std.
+        With a pretrained rgb encoder, experiments.main sets them from its checkpoint
+        (`mango_jax.encoders.preprocessing.image_statistics`).
+      depth_mean, depth_std: depth becomes (depth after depth_scale - depth_mean) / depth_std.
+        Default (0, 1): depth as depth_scale leaves it, which an encoder trained from scratch
+        adapts to. With a pretrained depth encoder (an RGB checkpoint whose patch kernel is
+        summed over colours, i.e. depth repeated to grey RGB), experiments.main sets them to
+        the channel means of the checkpoint's rgb statistics (ImageNet / MAE: 0.449, 0.226):
+        depth, scaled like a pixel to about [0, 1], then spans what the kernel saw of a grey
+        ImageNet image.
       eval_label: 'original' (default: eval labels at the label's own resolution, padded with 255
         to the largest label size of the dataset, plus `label_hw` int32 [B, 2] holding each
         label's true height and width, so metrics follow the protocol "logits resized to the

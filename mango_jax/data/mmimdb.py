@@ -21,6 +21,13 @@ builder config (`data/mmimdb/multibench/1.0.0/`, `data/mmimdb/original/1.0.0/`),
   times, the `max_vocab` = 30,000 - 2 most frequent, ties alphabetical), or read from
   `--vocab_file` (one token per line, first field). Ids: 0 = padding, 1 = unknown, 2.. the
   vocabulary in order. The vocabulary is stored in the prepared dataset's `metadata.json`.
+  With `--tokenizer=PATH` (a CLIP model folder or its `tokenizer.json`) the plots become CLIP's
+  BPE ids instead (`mango_jax.data.tokenizer`: start and end tokens, at most 77), prepared into
+  `data/mmimdb/original_clip/1.0.0/` and selected by the data config's `tokenizer='clip'`. The
+  MultiBench HDF5 holds only its own word indices (no text), so it cannot give CLIP ids.
+
+Text ids are stored without padding, so a row's length is its number of real tokens; the grain
+map pads them (0, or CLIP's end token) and emits `text_mask` (True on real tokens).
 
 Posters are stored as JPEG quality 95 (`rgb_encoding='jpeg95'`, source JPEGs kept byte for
 byte) or PNG (`'source'`).
@@ -40,6 +47,7 @@ import tensorflow_datasets as tfds
 from mango_jax.data import core, imaging, segmentation
 from mango_jax.data.core import DataFormatError, DataNotFoundError, DatasetInfo
 from mango_jax.data.spec import DatasetSpec
+from mango_jax.data.tokenizer import ClipTokenizer
 
 GENRES = (
     "Drama", "Comedy", "Romance", "Thriller", "Crime", "Action", "Adventure", "Horror",
@@ -54,6 +62,13 @@ HDF5_KEYS = ("features", "vgg_features", "images", "sequences", "genres")
 TOKEN_RE = re.compile(r"[a-z0-9]+(?:'[a-z]+)?")
 PAD, UNK = 0, 1
 FORMS = ("multibench", "original")
+TOKENIZERS = ("words", "clip")
+CLIP_NEEDS_ORIGINAL = (
+    "CLIP token ids need the plot text, which the MultiBench HDF5 does not hold (only its own "
+    "word indices): prepare the original release (mmimdb.tar.gz) with `python -m "
+    "mango_jax.data.prepare --dataset=mmimdb --manual_dir=PATH --tokenizer=CLIP_FOLDER` and use "
+    "form='original' (experiments/mmimdb.py: form=original)."
+)
 
 MANUAL_DOWNLOAD_INSTRUCTIONS = """\
 Put ONE of these in the folder you pass as --manual_dir:
@@ -343,7 +358,7 @@ def encode_text(text: str, index: dict[str, int]) -> np.ndarray:
     return np.asarray([index.get(t, UNK) for t in tokenize(text)], np.int32)
 
 
-def original_examples(root, ids, records, index, rgb_encoding):
+def original_examples(root, ids, records, encode, rgb_encoding):
     def one(item):
         k, movie_id = item
         path = os.path.join(root, "dataset", f"{movie_id}.jpeg")
@@ -354,7 +369,7 @@ def original_examples(root, ids, records, index, rgb_encoding):
         genres, plot = records[movie_id]
         return f"{k:08d}", {
             "image": image,
-            "text_ids": encode_text(plot, index),
+            "text_ids": encode(plot),
             "plot": plot,
             "genres": genres,
             "id": movie_id,
@@ -378,13 +393,16 @@ class Mmimdb(core.ArrayRecordBuilder, skip_registration=True):
     BUILDER_CONFIGS = [
         tfds.core.BuilderConfig(name="multibench", description="MultiBench multimodal_imdb.hdf5"),
         tfds.core.BuilderConfig(name="original", description="original mmimdb/ release"),
+        tfds.core.BuilderConfig(name="original_clip",
+                                description="original mmimdb/ release, CLIP BPE ids"),
     ]
     DEFAULT_CONFIG_NAME = "multibench"
     MANUAL_DOWNLOAD_INSTRUCTIONS = MANUAL_DOWNLOAD_INSTRUCTIONS
 
     def __init__(self, *, split_rows=None, vocab_file=None, max_vocab=30000, min_count=2,
-                 rgb_encoding="jpeg95", **kwargs):
+                 rgb_encoding="jpeg95", tokenizer=None, **kwargs):
         self.split_rows = split_rows
+        self.tokenizer = tokenizer
         self.vocab_file = vocab_file
         self.max_vocab = int(max_vocab)
         self.min_count = int(min_count)
@@ -415,7 +433,7 @@ class Mmimdb(core.ArrayRecordBuilder, skip_registration=True):
 
     def _split_generators(self, dl_manager):
         form, root = detect_form(os.fspath(dl_manager.manual_dir))
-        if form != self.builder_config.name:
+        if form != self.builder_config.name.removesuffix("_clip"):
             raise DataFormatError(
                 f"{root!r} holds the {form!r} form; this builder config is "
                 f"{self.builder_config.name!r}."
@@ -445,6 +463,17 @@ class Mmimdb(core.ArrayRecordBuilder, skip_registration=True):
         with concurrent.futures.ThreadPoolExecutor(8) as pool:
             for movie_id, rec in zip(all_ids, pool.map(lambda i: read_record(root, i), all_ids)):
                 records[movie_id] = rec
+        if self.builder_config.name == "original_clip":
+            tok = ClipTokenizer(self.tokenizer)
+            meta["tokenizer"] = tok.describe()
+            meta["vocab_size"] = tok.vocab_size
+
+            def encode(text):
+                ids, lengths = tok.encode([text])
+                return ids[0, : lengths[0]]
+
+            return {split: original_examples(root, ids[split], records, encode, self.rgb_encoding)
+                    for split in ("train", "val", "test")}
         if self.vocab_file:
             vocab = read_vocab_file(self.vocab_file)
             meta["tokenizer"] = (f"vocabulary file {os.path.basename(self.vocab_file)}; "
@@ -459,7 +488,8 @@ class Mmimdb(core.ArrayRecordBuilder, skip_registration=True):
         meta["vocab_size"] = len(vocab)
         index = {w: i for i, w in enumerate(vocab)}
         return {
-            split: original_examples(root, ids[split], records, index, self.rgb_encoding)
+            split: original_examples(root, ids[split], records,
+                                     lambda text: encode_text(text, index), self.rgb_encoding)
             for split in ("train", "val", "test")
         }
 
@@ -473,10 +503,11 @@ class Mmimdb(core.ArrayRecordBuilder, skip_registration=True):
 
 class MmimdbTransform:
     def __init__(self, *, modalities, image_size, max_text_len, augment, train, rgb_mean,
-                 rgb_std):
+                 rgb_std, pad_id=PAD, end_id=None):
         self.modalities = tuple(modalities)
         self.hw = tuple(int(x) for x in image_size)
         self.max_len = int(max_text_len)
+        self.pad_id, self.end_id = int(pad_id), end_id
         self.augment = bool(augment) and train
         self.normalize = imaging.RgbNormalizer(tuple(rgb_mean), tuple(rgb_std))
 
@@ -491,10 +522,15 @@ class MmimdbTransform:
                 geom = imaging.Geometry(box=geom.box, paste=geom.paste, out=geom.out, flip=True)
             out["image"] = imaging.apply_geometry(im, geom, resample=imaging.BILINEAR, fill=0)
         if "text" in self.modalities:
-            ids = np.asarray(record["text_ids"], np.int32)[: self.max_len]
-            text = np.zeros(self.max_len, np.int32)
+            ids = np.asarray(record["text_ids"], np.int32)
+            if ids.size > self.max_len:  # CLIP keeps its end token last, as CLIP truncates
+                ids = ids[: self.max_len].copy()
+                if self.end_id is not None:
+                    ids[-1] = self.end_id
+            text = np.full(self.max_len, self.pad_id, np.int32)
             text[: ids.size] = ids
             out["text"] = text
+            out["text_mask"] = np.arange(self.max_len) < ids.size
         if "word2vec" in self.modalities:
             out["word2vec"] = np.asarray(record["word2vec"], np.float32)
         if "vgg" in self.modalities:
@@ -519,6 +555,7 @@ class MmimdbSpec(DatasetSpec):
 
     def add_defaults(self, cfg):
         cfg.form = "multibench"
+        cfg.tokenizer = "words"
         cfg.modalities = ("image", "text")
         cfg.image_size = (256, 160)
         cfg.max_text_len = 256
@@ -529,6 +566,12 @@ class MmimdbSpec(DatasetSpec):
     def validate(self, cfg):
         if cfg.form not in FORMS:
             raise ValueError(f"mmimdb form must be one of {FORMS}; got {cfg.form!r}")
+        if cfg.tokenizer not in TOKENIZERS:
+            raise ValueError(f"mmimdb tokenizer must be one of {TOKENIZERS}; got "
+                             f"{cfg.tokenizer!r}")
+        if cfg.tokenizer == "clip" and cfg.form != "original":
+            raise ValueError(f"mmimdb tokenizer='clip' with form={cfg.form!r}: "
+                             f"{CLIP_NEEDS_ORIGINAL}")
         mods = tuple(cfg.modalities)
         allowed = MODALITIES[cfg.form]
         if not mods or len(set(mods)) != len(mods) or any(m not in allowed for m in mods):
@@ -538,34 +581,44 @@ class MmimdbSpec(DatasetSpec):
             raise ValueError("mmimdb image_size must be (H, W) and max_text_len positive")
 
     def config_name(self, cfg):
-        return cfg.form
+        return "original_clip" if cfg.get("tokenizer") == "clip" else cfg.form
 
     def missing_message(self, cfg):
         return (
             f"mmimdb ({cfg.form} form) is not prepared under {cfg.data_dir!r} (expected "
-            f"{core.version_dir(Mmimdb, cfg.data_dir, cfg.form)}).\n"
+            f"{core.version_dir(Mmimdb, cfg.data_dir, self.config_name(cfg))}).\n"
             f"{MANUAL_DOWNLOAD_INSTRUCTIONS}Then run:\n  python -m mango_jax.data.prepare "
             f"--dataset=mmimdb --manual_dir=PATH --data_dir={cfg.data_dir}"
-            + ("" if cfg.form == "original" else " [--split_rows=TRAIN_END,VAL_END]")
+            + {"multibench": " [--split_rows=TRAIN_END,VAL_END]", "original": "",
+               "original_clip": " --tokenizer=CLIP_FOLDER"}[self.config_name(cfg)]
             + "\n(see data/README.md and data/mmimdb/README.md)"
         )
 
     def prepare(self, *, data_dir, manual_dir, overwrite=False, split_rows=None,
                 vocab_file=None, max_vocab=30000, min_count=2, rgb_encoding="jpeg95",
-                **options):
+                tokenizer=None, **options):
         if options:
             raise ValueError(f"mmimdb: unknown options {sorted(options)}")
         if manual_dir is None:
             raise DataNotFoundError("mmimdb needs --manual_dir.\n" + MANUAL_DOWNLOAD_INSTRUCTIONS)
         form, root = detect_form(os.fspath(manual_dir))
         if form == "multibench":
+            if tokenizer is not None:
+                raise DataFormatError(f"{root!r} holds the MultiBench HDF5. "
+                                      + CLIP_NEEDS_ORIGINAL)
             if vocab_file is not None:
                 raise ValueError("--vocab_file applies to the original form only")
             open_hdf5(os.path.join(root, HDF5_NAME), split_rows)[0].close()  # Fail early.
         elif split_rows is not None:
             raise ValueError("--split_rows applies to the MultiBench HDF5 form only")
+        if tokenizer is not None:
+            if vocab_file is not None:
+                raise ValueError("--vocab_file and --tokenizer exclude each other: the first "
+                                 "gives word ids, the second CLIP's BPE ids")
+            ClipTokenizer(tokenizer)  # Fail early.
+            form = "original_clip"
         kwargs = {"split_rows": split_rows, "vocab_file": vocab_file, "max_vocab": max_vocab,
-                  "min_count": min_count, "rgb_encoding": rgb_encoding}
+                  "min_count": min_count, "rgb_encoding": rgb_encoding, "tokenizer": tokenizer}
         return core.prepare_atomically(
             Mmimdb, data_dir=data_dir, manual_dir=root, config_name=form, overwrite=overwrite,
             builder_kwargs=kwargs,
@@ -574,6 +627,11 @@ class MmimdbSpec(DatasetSpec):
     def info(self, cfg, builder):
         self.validate(cfg)
         meta = dict(builder.info.metadata)
+        context = meta["tokenizer"].get("context_length") if cfg.tokenizer == "clip" else None
+        if context and "text" in cfg.modalities and int(cfg.max_text_len) > context:
+            raise ValueError(f"mmimdb max_text_len={cfg.max_text_len} exceeds the context of "
+                             f"the CLIP tokenizer that made these ids ({context}); set "
+                             f"data.max_text_len <= {context}")
         h, w = (int(x) for x in cfg.image_size)
         shapes = {"image": (h, w, 3), "text": (int(cfg.max_text_len),), "word2vec": (300,),
                   "vgg": (4096,)}
@@ -595,10 +653,12 @@ class MmimdbSpec(DatasetSpec):
         )
 
     def transform(self, cfg, info, *, train):
+        clip = info.metadata["tokenizer"] if cfg.tokenizer == "clip" else None
         return MmimdbTransform(
             modalities=cfg.modalities, image_size=cfg.image_size,
             max_text_len=cfg.max_text_len, augment=cfg.augment, train=train,
             rgb_mean=cfg.rgb_mean, rgb_std=cfg.rgb_std,
+            pad_id=clip["pad_id"] if clip else PAD, end_id=clip["end_id"] if clip else None,
         )
 
 

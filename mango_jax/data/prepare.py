@@ -2,7 +2,7 @@ r"""Prepares a dataset from the files a user has into `<data_dir>/<name>/`.
 
   python -m mango_jax.data.prepare --dataset=mfeat [--manual_dir=PATH] [--data_dir=data/]
   python -m mango_jax.data.prepare --dataset=mmimdb --manual_dir=PATH [--split_rows=A,B] \
-      [--vocab_file=FILE] [--max_vocab=N]
+      [--vocab_file=FILE | --tokenizer=CLIP_FOLDER] [--max_vocab=N]
   python -m mango_jax.data.prepare --dataset=nyudv2 --manual_dir=PATH
   python -m mango_jax.data.prepare --dataset=sunrgbd --manual_dir=PATH
   python -m mango_jax.data.prepare --dataset=taskonomy --manual_dir=PATH
@@ -44,6 +44,13 @@ flags.DEFINE_string(
     None,
     "MM-IMDB original form: a vocabulary file (one token per line; ids are 2 + line number, "
     "0 = padding, 1 = unknown). Default: build the vocabulary from the train split's plots.",
+)
+flags.DEFINE_string(
+    "tokenizer",
+    None,
+    "MM-IMDB original form: a CLIP model folder (or its tokenizer.json); the plots become CLIP "
+    "BPE ids (77 at most, start and end tokens) in their own prepared copy (data config "
+    "tokenizer='clip'). Refused for the MultiBench HDF5, which holds no text.",
 )
 flags.DEFINE_enum(
     "rgb_encoding",
@@ -88,6 +95,7 @@ def main(argv):
         options.update(
             split_rows=FLAGS.split_rows,
             vocab_file=FLAGS.vocab_file,
+            tokenizer=FLAGS.tokenizer,
             max_vocab=FLAGS.max_vocab,
             min_count=FLAGS.min_count,
             rgb_encoding=FLAGS.rgb_encoding,
@@ -106,7 +114,7 @@ def main(argv):
             if getattr(FLAGS, name) is not None:
                 raise app.UsageError(f"--{name} only applies to --dataset=paired")
     if FLAGS.dataset != "mmimdb":
-        for name in ("split_rows", "vocab_file"):
+        for name in ("split_rows", "vocab_file", "tokenizer"):
             if getattr(FLAGS, name) is not None:
                 raise app.UsageError(f"--{name} only applies to --dataset=mmimdb")
     if FLAGS.manual_dir is None and FLAGS.dataset != "mfeat":

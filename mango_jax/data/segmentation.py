@@ -318,14 +318,17 @@ class SegTransform:
     """
 
     def __init__(self, *, modalities, image_size, scale_range, augment, train, depth_scale,
-                 rgb_mean, rgb_std, eval_label, max_label_hw):
+                 rgb_mean, rgb_std, eval_label, max_label_hw, depth_mean=0.0, depth_std=1.0):
         self.modalities = tuple(modalities)
         self.size = int(image_size)
         self.scale_range = (float(scale_range[0]), float(scale_range[1]))
         self.augment = bool(augment) and train
         self.train = train
         self.depth_scale = depth_scale
-        self.depth_factor = np.float32(1 / 5000 if depth_scale == "tokenfusion" else 1 / 255)
+        # depth · factor − offset = (depth · scale − depth_mean) / depth_std
+        scale = 1 / 5000 if depth_scale == "tokenfusion" else 1 / 255
+        self.depth_factor = np.float32(scale / depth_std)
+        self.depth_offset = np.float32(depth_mean / depth_std)
         self.normalize = imaging.RgbNormalizer(tuple(rgb_mean), tuple(rgb_std))
         self.eval_label = eval_label
         self.max_label_hw = tuple(int(x) for x in max_label_hw)
@@ -374,6 +377,7 @@ class SegTransform:
             out["rgb"] = self.normalize(out["rgb"])
         if "depth" in out:
             d = np.multiply(out["depth"], self.depth_factor, dtype=np.float32)[..., None]
+            d -= self.depth_offset
             out["depth"] = np.repeat(d, 3, axis=-1) if self.depth_scale == "tokenfusion" else d
         out["label"] = out["label"].astype(np.int32)
         return out
@@ -413,6 +417,8 @@ class SegmentationSpec(DatasetSpec):
         cfg.depth_scale = "geminifusion"
         cfg.rgb_mean = imaging.IMAGENET_MEAN
         cfg.rgb_std = imaging.IMAGENET_STD
+        cfg.depth_mean = 0.0
+        cfg.depth_std = 1.0
         cfg.eval_label = "original"
 
     def validate(self, cfg):
@@ -422,6 +428,8 @@ class SegmentationSpec(DatasetSpec):
             raise ValueError(f"{self.name} modalities must be ('rgb', 'depth'); got {mods}")
         if cfg.depth_scale not in DEPTH_SCALES:
             raise ValueError(f"depth_scale must be one of {DEPTH_SCALES}; got {cfg.depth_scale!r}")
+        if not cfg.depth_std > 0:
+            raise ValueError(f"depth_std must be positive; got {cfg.depth_std}")
         if cfg.eval_label not in EVAL_LABELS:
             raise ValueError(f"eval_label must be one of {EVAL_LABELS}; got {cfg.eval_label!r}")
         lo, hi = cfg.scale_range
@@ -475,6 +483,8 @@ class SegmentationSpec(DatasetSpec):
             rgb_std=cfg.rgb_std,
             eval_label=cfg.eval_label,
             max_label_hw=info.metadata["max_label_hw"],
+            depth_mean=cfg.depth_mean,
+            depth_std=cfg.depth_std,
         )
 
 

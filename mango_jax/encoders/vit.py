@@ -1,4 +1,10 @@
-"""ViT patch encoder for images (the paper's latent model is an MAE ViT, He et al. 2022)."""
+"""ViT patch encoder for images: MAE's encoder (He et al. 2022), the paper's latent model E.
+
+The architecture is MAE's (timm's `VisionTransformer`): a class token that takes part in every
+attention layer, learned position embeddings with a row for it, pre-LN blocks with exact GELU,
+final LayerNorm. Randomly initialised, the position table starts as MAE's fixed 2-D sin-cos;
+`mango_jax.encoders.load_pretrained` fills every tensor from a checkpoint instead.
+"""
 
 from __future__ import annotations
 
@@ -21,22 +27,51 @@ def sincos_2d(grid: tuple[int, int], dim: int) -> np.ndarray:
     return np.concatenate(parts, axis=1).astype(np.float32)
 
 
-class ViTEncoder(nnx.Module):
-    """`[B, H, W, C] -> [B, (H/p)·(W/p), D]` patch tokens (no class token), final LayerNorm.
+def resample_positions(table: jax.Array, grid: tuple[int, int],
+                       new_grid: tuple[int, int]) -> jax.Array:
+    """`[h·w, D]` patch position embeddings -> `[h'·w', D]` for another patch grid.
 
-    `depth = 0` leaves the linear patch embedding alone: the "without latent model" ablation.
+    PyTorch's bicubic (a = −0.75, align_corners=False, no antialiasing), as MAE's
+    `interpolate_pos_embed` and transformers' `interpolate_pos_encoding` resample.
+    """
+    if tuple(grid) == tuple(new_grid):
+        return table
+    table = table.reshape(*grid, table.shape[-1])
+    out = jax.image.resize(table, (*new_grid, table.shape[-1]), "bicubic-pytorch",
+                           antialias=False)
+    return out.reshape(-1, table.shape[-1])
+
+
+class ViTEncoder(nnx.Module):
+    """`[B, H, W, C] -> [B, (H/p)·(W/p), D]` patch tokens after the final norm.
+
+    `grid` is the patch grid of the position table; inputs of another size get it resampled
+    (`resample_positions`). The class token attends with the patches and is dropped from the
+    output. `depth = 0` leaves the linear patch embedding (and positions) alone, with no class
+    token: the "without latent model" ablation. Parameter names (`patch`, `cls_token`,
+    `position`, `blocks`, `norm`) are what the optimiser's partitions select on.
     """
 
     def __init__(self, channels: int, *, dim: int, patch_size: int, depth: int, num_heads: int,
-                 mlp_ratio: float, dropout: float, rngs: nnx.Rngs):
+                 mlp_ratio: float, dropout: float, rngs: nnx.Rngs,
+                 grid: tuple[int, int] = (14, 14), act: str = "gelu", eps: float = 1e-6):
         self.patch_size = patch_size
-        self.dim = dim
+        self.width = dim
+        self.grid_size = tuple(grid)
         self.patch = nnx.Conv(channels, dim, kernel_size=(patch_size, patch_size),
                               strides=(patch_size, patch_size), padding="VALID", rngs=rngs)
+        self.cls_token = (nnx.Param(0.02 * jax.random.normal(rngs.params(), (1, dim)))
+                          if depth else None)
+        table = np.concatenate([np.zeros((1, dim), np.float32), sincos_2d(self.grid_size, dim)])
+        self.position = nnx.Param(jnp.asarray(table))
         self.blocks = nnx.List([
             TransformerBlock(dim, num_heads=num_heads, mlp_ratio=mlp_ratio, dropout=dropout,
-                             rngs=rngs) for _ in range(depth)])
-        self.norm = nnx.LayerNorm(dim, rngs=rngs)
+                             rngs=rngs, act=act, eps=eps) for _ in range(depth)])
+        self.norm = nnx.LayerNorm(dim, epsilon=eps, rngs=rngs)
+
+    @property
+    def in_channels(self) -> int:
+        return self.patch.kernel.shape[2]
 
     def grid(self, image_hw: tuple[int, int]) -> tuple[int, int]:
         h, w = image_hw
@@ -45,67 +80,26 @@ class ViTEncoder(nnx.Module):
                              f"{self.patch_size}; resize the input or change the patch size")
         return h // self.patch_size, w // self.patch_size
 
+    def sum_colours(self) -> None:
+        """Makes the encoder take one-channel images (depth) with the patch kernel summed over
+        its input channels: equal to feeding the channel repeated, as TokenFusion feeds depth."""
+        kernel = self.patch.kernel[...]
+        self.patch.in_features = 1
+        self.patch.kernel = nnx.Param(kernel.sum(axis=2, keepdims=True))
+
     def __call__(self, images: jax.Array, *, deterministic: bool = True) -> jax.Array:
+        if images.shape[-1] != self.in_channels:
+            raise ValueError(f"images have {images.shape[-1]} channels, the encoder takes "
+                             f"{self.in_channels}")
         grid = self.grid(images.shape[1:3])
-        x = self.patch(images).reshape(images.shape[0], -1, self.dim)
-        x = x + jnp.asarray(sincos_2d(grid, self.dim), x.dtype)
+        x = self.patch(images).reshape(images.shape[0], -1, self.width)
+        table = self.position[...].astype(x.dtype)
+        x = x + resample_positions(table[1:], self.grid_size, grid)
+        if self.cls_token is not None:
+            cls = jnp.broadcast_to(self.cls_token[...].astype(x.dtype) + table[:1],
+                                   (x.shape[0], 1, self.width))
+            x = jnp.concatenate([cls, x], axis=1)
         for block in self.blocks:
             x = block(x, deterministic=deterministic)
-        return self.norm(x)
-
-
-def load_mae_weights(encoder: ViTEncoder, path: str) -> None:
-    """Loads an MAE/timm ViT state dict saved as `.npz` (PyTorch names and layouts) in place.
-
-    Export on a machine with PyTorch: `np.savez(path, **{k: v.numpy() for k, v in
-    torch.load('mae_pretrain_vit_base.pth')['model'].items()})`. Fused `qkv` weights are split;
-    `cls_token`, `pos_embed` (we use the same fixed sin-cos) and decoder weights are ignored. A
-    single-channel encoder (depth maps) gets the RGB patch kernel summed over colours, as in
-    TokenFusion's depth branch.
-    """
-    with np.load(path) as f:
-        weights = {k: f[k] for k in f.files}
-
-    def take(key):
-        if key not in weights:
-            raise KeyError(f"{path} has no tensor {key!r}; expected an MAE/timm ViT state dict "
-                           "(keys like 'patch_embed.proj.weight', 'blocks.0.attn.qkv.weight')")
-        return weights[key]
-
-    def assign(variable, value, key):
-        if variable[...].shape != value.shape:
-            raise ValueError(f"{path}: {key} has shape {value.shape}, the encoder expects "
-                             f"{variable[...].shape}; match dim/patch_size/depth to the file")
-        variable[...] = jnp.asarray(value, variable[...].dtype)
-
-    def linear(module, prefix, weight=None, bias=None):
-        assign(module.kernel, (take(f"{prefix}.weight") if weight is None else weight).T,
-               f"{prefix}.weight")
-        assign(module.bias, take(f"{prefix}.bias") if bias is None else bias, f"{prefix}.bias")
-
-    def norm(module, prefix):
-        assign(module.scale, take(f"{prefix}.weight"), f"{prefix}.weight")
-        assign(module.bias, take(f"{prefix}.bias"), f"{prefix}.bias")
-
-    kernel = np.transpose(take("patch_embed.proj.weight"), (2, 3, 1, 0))
-    channels = encoder.patch.kernel[...].shape[2]
-    if kernel.shape[2] != channels:
-        kernel = np.repeat(kernel.sum(axis=2, keepdims=True) / channels, channels, axis=2)
-    assign(encoder.patch.kernel, kernel, "patch_embed.proj.weight")
-    assign(encoder.patch.bias, take("patch_embed.proj.bias"), "patch_embed.proj.bias")
-    stored = len({k.split(".")[1] for k in weights if k.startswith("blocks.")})
-    if stored != len(encoder.blocks):
-        raise ValueError(f"{path} holds {stored} transformer blocks, the encoder has "
-                         f"{len(encoder.blocks)}; set the encoder depth to {stored}")
-    for i, block in enumerate(encoder.blocks):
-        p = f"blocks.{i}"
-        norm(block.norm1, f"{p}.norm1")
-        norm(block.norm2, f"{p}.norm2")
-        qkv_w, qkv_b = take(f"{p}.attn.qkv.weight"), take(f"{p}.attn.qkv.bias")
-        for name, w, b in zip(("query", "key", "value"), np.split(qkv_w, 3),
-                              np.split(qkv_b, 3), strict=True):
-            linear(getattr(block.attention, name), f"{p}.attn.qkv", w, b)
-        linear(block.attention.out, f"{p}.attn.proj")
-        linear(block.mlp.fc1, f"{p}.mlp.fc1")
-        linear(block.mlp.fc2, f"{p}.mlp.fc2")
-    norm(encoder.norm, "norm" if "norm.weight" in weights else "fc_norm")
+        x = self.norm(x)
+        return x[:, 1:] if self.cls_token is not None else x

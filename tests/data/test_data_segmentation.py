@@ -74,6 +74,11 @@ def test_nyu_folder_shapes_dtypes_and_labels(nyu_folder):
     assert d_tf.shape == (3, 16, 16, 3)
     np.testing.assert_allclose(d_tf[..., 0] * 5000, d[..., 0] * 255, rtol=1e-4)
     assert data.dataset_info(cfg_tf).modality_shapes["depth"] == (16, 16, 3)
+    # Normalised for an ImageNet-normalised checkpoint: (depth / 255 - mean) / std.
+    cfg_n = _cfg("nyudv2", root / "data", depth_mean=0.449, depth_std=0.226)
+    d_n = np.concatenate([b["depth"] for b in _eval(cfg_n, "test", batch_size=2)])[:3]
+    np.testing.assert_allclose(d_n, (d.astype(np.float64) - 0.449) / 0.226, rtol=1e-5,
+                               atol=1e-5)
 
 
 def test_nyu_eval_resized_labels(nyu_folder):

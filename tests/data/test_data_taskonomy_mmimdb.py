@@ -16,6 +16,9 @@ from PIL import Image
 
 from mango_jax import data
 from mango_jax.data import mmimdb, taskonomy
+from mango_jax.data.tokenizer import ClipTokenizer
+
+CLIP_FIXTURE = os.path.join(os.path.dirname(__file__), "clip_tokenizer")
 
 # --------------------------------------------------------------------------------------------
 # Taskonomy
@@ -151,10 +154,13 @@ def test_mmimdb_hdf5(tmp_path, vlen, reverse):
     np.testing.assert_array_equal(labels, truth["genres"][9:12])  # canonical order
     text = np.concatenate([b["text"] for b in batches])[:3]
     assert text.dtype == np.int32 and text.shape == (3, 6)
-    for row, seq in zip(text, truth["sequences"][9:12]):
+    text_mask = np.concatenate([b["text_mask"] for b in batches])[:3]
+    assert text_mask.dtype == bool and text_mask.shape == (3, 6)
+    for row, row_mask, seq in zip(text, text_mask, truth["sequences"][9:12]):
         s = seq[:6]
         np.testing.assert_array_equal(row[: s.size], s)
         assert (row[s.size :] == 0).all()
+        np.testing.assert_array_equal(row_mask, np.arange(6) < s.size)
     img = np.concatenate([b["image"] for b in batches])[:3]
     assert img.shape == (3, 16, 10, 3)
     mean, std = np.asarray(mmimdb.imaging.IMAGENET_MEAN), np.asarray(
@@ -225,6 +231,56 @@ def test_mmimdb_original(tmp_path):
         plot = max(rec["plot"], key=len)
         ids = [index.get(t, 1) for t in mmimdb.tokenize(plot)][:8]
         np.testing.assert_array_equal(b["text"][j][: len(ids)], ids)
+        np.testing.assert_array_equal(b["text_mask"][j], np.arange(8) < len(ids))
+
+
+def test_mmimdb_original_clip_ids(tmp_path):
+    records = fixtures.write_mmimdb_original(str(tmp_path / "raw"))
+    mmimdb.SPEC.prepare(data_dir=str(tmp_path / "d"), manual_dir=str(tmp_path / "raw"),
+                        tokenizer=CLIP_FIXTURE)
+    cfg = data.default_config("mmimdb")
+    cfg.data_dir, cfg.form, cfg.tokenizer = str(tmp_path / "d"), "original", "clip"
+    cfg.max_text_len = 100
+    with pytest.raises(ValueError, match="max_text_len <= 77"):
+        data.dataset_info(cfg)
+    cfg.max_text_len = max_len = 40
+    tok = ClipTokenizer(CLIP_FIXTURE)
+    info = data.dataset_info(cfg)
+    assert info.vocab_size == tok.vocab_size and info.metadata["tokenizer"]["kind"] == "clip"
+    b = next(data.make_iterator(cfg, "train", batch_size=4, train=False, seed=0, num_workers=0))
+    plots = [max(records[f"000000{k}"]["plot"], key=len) for k in range(1, 5)]
+    ids, lengths = tok.encode(plots)
+    assert lengths.min() < max_len < lengths.max()  # short and truncated plots
+    for j in range(4):
+        n = min(lengths[j], max_len)
+        expect = np.full(max_len, tok.end_id)  # padded with the end token
+        expect[:n] = ids[j, :n]
+        expect[n - 1] = tok.end_id  # truncation keeps the end token last, as CLIP does
+        np.testing.assert_array_equal(b["text"][j], expect)
+        np.testing.assert_array_equal(b["text_mask"][j], np.arange(max_len) < n)
+    # The word-vocabulary copy is another prepared folder.
+    cfg.tokenizer = "words"
+    with pytest.raises(data.DataNotFoundError, match="original/1.0.0"):
+        data.dataset_info(cfg)
+
+
+def test_mmimdb_clip_refused_for_the_hdf5(tmp_path):
+    fixtures.write_mmimdb_hdf5(str(tmp_path / "raw"), n=12)
+    with pytest.raises(data.DataFormatError, match="original release"):
+        mmimdb.SPEC.prepare(data_dir=str(tmp_path / "d"), manual_dir=str(tmp_path / "raw"),
+                            split_rows="6,9", tokenizer=CLIP_FIXTURE)
+    cfg = data.default_config("mmimdb")
+    cfg.tokenizer = "clip"
+    with pytest.raises(ValueError, match="form='original'"):
+        data.dataset_info(cfg)
+    res = subprocess.run(
+        [sys.executable, "-m", "mango_jax.data.prepare", "--dataset=mmimdb",
+         f"--manual_dir={tmp_path / 'raw'}", f"--data_dir={tmp_path / 'd'}", "--split_rows=6,9",
+         f"--tokenizer={CLIP_FIXTURE}"],
+        capture_output=True, text=True, env=dict(os.environ, PYTHONPATH=os.getcwd()),
+        timeout=300)
+    assert res.returncode != 0 and "prepare the original release" in res.stderr
+    assert not (tmp_path / "d" / "mmimdb").exists()
 
 
 def test_mmimdb_vocab_from_train_only_and_vocab_file(tmp_path):

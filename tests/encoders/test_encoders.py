@@ -1,4 +1,4 @@
-"""Encoders: MAE weight import, padding invariance of the text encoder, resampling."""
+"""Encoders: padding invariance of the text encoder, resampling, the random-init ViT."""
 
 import jax
 import jax.numpy as jnp
@@ -7,76 +7,51 @@ import pytest
 from flax import nnx
 
 from mango_jax import encoders
-from mango_jax.encoders import TextEncoder, TokenResampler, ViTEncoder, load_mae_weights
+from mango_jax.encoders import TextEncoder, TokenResampler, ViTEncoder
 
-
-def vit(channels=3, depth=2, seed=0):
-    return ViTEncoder(channels, dim=16, patch_size=4, depth=depth, num_heads=2, mlp_ratio=2.0,
-                      dropout=0.0, rngs=nnx.Rngs(seed))
-
-
-def to_timm(encoder):
-    """Our ViT written out under MAE/timm names and PyTorch layouts (the inverse mapping)."""
-    out = {"patch_embed.proj.weight": np.transpose(np.asarray(encoder.patch.kernel[...]),
-                                                   (3, 2, 0, 1)),
-           "patch_embed.proj.bias": np.asarray(encoder.patch.bias[...]),
-           "norm.weight": np.asarray(encoder.norm.scale[...]),
-           "norm.bias": np.asarray(encoder.norm.bias[...]),
-           "cls_token": np.zeros((1, 1, 16), np.float32)}
-    for i, block in enumerate(encoder.blocks):
-        p, att = f"blocks.{i}", block.attention
-        out[f"{p}.attn.qkv.weight"] = np.concatenate(
-            [np.asarray(getattr(att, n).kernel[...]).T for n in ("query", "key", "value")])
-        out[f"{p}.attn.qkv.bias"] = np.concatenate(
-            [np.asarray(getattr(att, n).bias[...]) for n in ("query", "key", "value")])
-        for ours, theirs in ((att.out, "attn.proj"), (block.mlp.fc1, "mlp.fc1"),
-                             (block.mlp.fc2, "mlp.fc2")):
-            out[f"{p}.{theirs}.weight"] = np.asarray(ours.kernel[...]).T
-            out[f"{p}.{theirs}.bias"] = np.asarray(ours.bias[...])
-        for ours, theirs in ((block.norm1, "norm1"), (block.norm2, "norm2")):
-            out[f"{p}.{theirs}.weight"] = np.asarray(ours.scale[...])
-            out[f"{p}.{theirs}.bias"] = np.asarray(ours.bias[...])
-    return out
-
-
-def test_mae_weights_round_trip(tmp_path):
-    source, target = vit(seed=0), vit(seed=1)
-    images = jax.random.normal(jax.random.key(0), (2, 8, 12, 3))
-    assert not np.allclose(source(images), target(images))
-    path = str(tmp_path / "mae.npz")
-    np.savez(path, **to_timm(source))
-    load_mae_weights(target, path)
-    np.testing.assert_allclose(target(images), source(images), rtol=1e-5, atol=1e-5)
-
-
-def test_mae_weights_errors_and_depth_maps(tmp_path):
-    path = str(tmp_path / "mae.npz")
-    weights = to_timm(vit())
-    np.savez(path, **weights)
-    with pytest.raises(ValueError, match="set the encoder depth to 2"):
-        load_mae_weights(vit(depth=3), path)
-    depth_encoder = vit(channels=1)
-    load_mae_weights(depth_encoder, path)
-    np.testing.assert_allclose(np.asarray(depth_encoder.patch.kernel[...])[:, :, 0],
-                               weights["patch_embed.proj.weight"].sum(1).transpose(1, 2, 0),
-                               rtol=1e-5)
-    del weights["blocks.1.mlp.fc2.bias"]
-    np.savez(path, **weights)
-    with pytest.raises(KeyError, match="blocks.1.mlp.fc2.bias"):
-        load_mae_weights(vit(), path)
+run = nnx.jit(lambda module, x, mask=None: module(x) if mask is None else module(x, mask=mask))
 
 
 def test_text_encoder_ignores_padding():
     enc = TextEncoder(50, 12, dim=16, depth=2, num_heads=2, mlp_ratio=2.0, dropout=0.0,
                       rngs=nnx.Rngs(0))
     ids = jnp.array([[5, 7, 9, 0, 0, 0], [3, 4, 0, 0, 0, 0]])
-    tokens, mask = enc(ids)
-    longer, _ = enc(jnp.pad(ids, ((0, 0), (0, 4))))
-    np.testing.assert_allclose(longer[:, :6], tokens, atol=1e-5)
-    np.testing.assert_array_equal(mask, ids != 0)
-    assert np.all(np.asarray(tokens)[~np.asarray(mask)] == 0)
-    with pytest.raises(ValueError, match="max_len"):
+    tokens = run(enc, ids)
+    longer = run(enc, jnp.pad(ids, ((0, 0), (0, 4))))
+    real = np.asarray(ids != 0)
+    np.testing.assert_allclose(np.asarray(longer[:, :6])[real], np.asarray(tokens)[real],
+                               atol=1e-5)
+    np.testing.assert_array_equal(enc.padding_mask(ids), ids != 0)
+    # The batch's own mask, where the data pipeline writes one, replaces the derived one.
+    np.testing.assert_allclose(run(enc, ids, ids != 0), tokens, atol=1e-6)
+    with pytest.raises(ValueError, match="text_max_len"):
         enc(jnp.ones((1, 13), jnp.int32))
+
+
+def test_modality_encoder_zeroes_padding_and_takes_the_batch_mask():
+    config = encoders.default_config()
+    config.update(depth=1, num_heads=2, text_max_len=8)
+    enc = encoders.ModalityEncoder("tokens", (6,), dim=16, num_tokens=6, latent=True,
+                                   config=config, rngs=nnx.Rngs(0), vocab_size=50)
+    ids = jnp.array([[5, 7, 9, 0, 0, 0], [3, 4, 0, 0, 0, 0]])
+    tokens = np.asarray(run(enc, ids))
+    assert np.all(tokens[np.asarray(ids == 0)] == 0) and np.all(tokens[np.asarray(ids != 0)] != 0)
+    mask = jnp.arange(6)[None] < 2
+    assert np.all(np.asarray(run(enc, ids, jnp.broadcast_to(mask, (2, 6))))[:, 2:] == 0)
+
+
+def test_random_vit_has_class_token_and_resamples_its_positions():
+    vit = ViTEncoder(3, dim=16, patch_size=4, depth=1, num_heads=2, mlp_ratio=2.0, dropout=0.0,
+                     rngs=nnx.Rngs(0), grid=(2, 3))
+    assert vit.position.shape == (7, 16) and vit.cls_token.shape == (1, 16)
+    np.testing.assert_allclose(vit.position[1:], encoders.vit.sincos_2d((2, 3), 16))
+    images = jax.random.normal(jax.random.key(0), (2, 8, 12, 3))
+    before = run(vit, images)
+    assert before.shape == (2, 6, 16)
+    assert run(vit, jax.random.normal(jax.random.key(0), (2, 12, 8, 3))).shape == (2, 6, 16)
+    # The class token takes part in attention: changing it changes every patch token.
+    vit.cls_token[...] = vit.cls_token[...] + 10.0
+    assert np.all(np.abs(np.asarray(run(vit, images) - before)).max(-1) > 1e-5)
 
 
 def test_resampler_and_natural_counts():

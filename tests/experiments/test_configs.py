@@ -7,18 +7,21 @@ from __future__ import annotations
 import json
 import math
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import data_fixtures as fixtures
+import numpy as np
 import pytest
 from flax import nnx
 
 from experiments import mmimdb, nyudv2, sunrgbd, taskonomy
-from experiments.common import PARTITION_PATTERNS, method_configs
+from experiments.common import PARTITION_PATTERNS, method_configs, use_pretrained
 from mango_jax import data, encoders, flows
 from mango_jax.data.spec import get_spec
+from mango_jax.data.tokenizer import ClipTokenizer
 from mango_jax.flows.ica import ICA
 from mango_jax.flows.lica import LICA
 from mango_jax.metrics import make_evaluator
@@ -27,6 +30,7 @@ REPO = Path(__file__).resolve().parents[2]
 RUN_TIMEOUT_S = 420
 CONFIGS = {"mmimdb": mmimdb, "nyudv2": nyudv2, "sunrgbd": sunrgbd, "taskonomy": taskonomy}
 TASKONOMY_DOMAINS = ("rgb", "reshading", "edge_texture")
+CLIP_TOKENIZER = REPO / "tests" / "data" / "clip_tokenizer"
 
 
 @pytest.fixture(scope="module")
@@ -38,10 +42,10 @@ def run_main(tmp_path_factory):
            "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
            "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "0"}
 
-    def run(config_arg: str, data_dir, workdir) -> subprocess.CompletedProcess:
+    def run(config_arg: str, data_dir, workdir, *flags) -> subprocess.CompletedProcess:
         return subprocess.run(
             [sys.executable, "-m", "experiments.main", f"--config={config_arg}",
-             f"--config.data.data_dir={data_dir}", f"--workdir={workdir}"],
+             f"--config.data.data_dir={data_dir}", f"--workdir={workdir}", *flags],
             cwd=REPO, env=env, capture_output=True, text=True, timeout=RUN_TIMEOUT_S)
 
     return run
@@ -295,3 +299,171 @@ def test_paper_protocol_sizes():
         for modality in config.data.modalities:
             if name != "mmimdb" or modality == "image":
                 assert modality in config.model.encoder.pretrained, (name, modality)
+
+
+# ---------------------------------------------------------------------------------------------
+# Pretrained encoders.
+
+
+def test_pretrained_paper_points_every_encoder_at_its_checkpoint_folder():
+    mae, clip = "data/weights/vit-mae-base", "data/weights/clip-vit-base-patch16"
+    for name, module in CONFIGS.items():
+        paper = module.get_config("pretrained=paper").model.encoder.pretrained
+        expect = {m: mae for m in module.get_config().data.modalities}
+        if name == "mmimdb":
+            expect = {"image": mae, "text": clip}
+        assert dict(paper) == expect, name
+        assert all(v is None for v in module.get_config().model.encoder.pretrained.values())
+    config = mmimdb.get_config("pretrained=paper")
+    assert (config.data.form, config.data.tokenizer) == ("original", "clip")
+    assert config.data.max_text_len == config.model.encoder.text_max_len == 77
+    with pytest.raises(ValueError, match="use form='original'"):
+        mmimdb.get_config("form=hdf5,pretrained=paper")
+    with pytest.raises(ValueError, match="valid: paper"):
+        nyudv2.get_config("pretrained=mae")
+
+
+def test_checkpoint_statistics_normalise_the_inputs(tmp_path):
+    mean, std = [0.5, 0.4, 0.3], [0.2, 0.25, 0.3]
+    (tmp_path / "preprocessor_config.json").write_text(
+        json.dumps({"image_mean": mean, "image_std": std}))
+    config = nyudv2.get_config()
+    config.model.encoder.pretrained.rgb = config.model.encoder.pretrained.depth = str(tmp_path)
+    use_pretrained(config)
+    assert config.data.rgb_mean == tuple(mean) and config.data.rgb_std == tuple(std)
+    assert config.data.depth_mean == pytest.approx(0.4)
+    assert config.data.depth_std == pytest.approx(0.25)
+    poster = mmimdb.get_config()
+    (tmp_path / "model.safetensors").write_bytes(b"")  # only its folder is read here
+    poster.model.encoder.pretrained.image = str(tmp_path / "model.safetensors")
+    use_pretrained(poster)
+    assert poster.data.rgb_mean == tuple(mean)
+    poster.model.encoder.pretrained.text = str(tmp_path)
+    with pytest.raises(ValueError, match="data.tokenizer=clip"):
+        use_pretrained(poster)  # CLIP's tower on the HDF5's word indices
+
+
+def test_missing_checkpoint_stops_at_once_with_the_download_command(run_main, tmp_path):
+    path = tmp_path / "weights" / "vit-mae-base"
+    proc = run_main("experiments/nyudv2.py:runlocal", tmp_path / "empty", tmp_path / "work",
+                    f"--config.model.encoder.pretrained.depth={path}")
+    assert proc.returncode != 0
+    assert proc.stderr.strip().splitlines()[-1] == (
+        f"error: model.encoder.pretrained.depth: no checkpoint at '{path}'; download it with "
+        f"`hf download facebook/vit-mae-base --local-dir {path}`")
+    assert "Traceback" not in proc.stderr and not (tmp_path / "work").exists()
+
+
+def write_mae(folder: Path, *, width=32, heads=2, depth=1, hidden=64, patch=8, image=32,
+              mean=(0.5, 0.45, 0.4), std=(0.25, 0.2, 0.3)) -> str:
+    """A random ViTMAEForPreTraining folder as `facebook/vit-mae-base` lays it out (weights under
+    `vit.`, a decoder tensor, config.json, preprocessor_config.json), at runlocal sizes."""
+    from safetensors.numpy import save_file
+
+    rng = np.random.default_rng(0)
+
+    def t(*shape):
+        return (0.1 * rng.standard_normal(shape)).astype(np.float32)
+
+    n = (image // patch) ** 2
+    w = {"vit.embeddings.patch_embeddings.projection.weight": t(width, 3, patch, patch),
+         "vit.embeddings.patch_embeddings.projection.bias": t(width),
+         "vit.embeddings.cls_token": t(1, 1, width),
+         "vit.embeddings.position_embeddings": t(1, n + 1, width),
+         "vit.layernorm.weight": 1 + t(width), "vit.layernorm.bias": t(width),
+         "decoder.decoder_embed.weight": t(8, width)}
+    for i in range(depth):
+        p = f"vit.encoder.layer.{i}."
+        for name, (out, fan_in) in {"attention.attention.query": (width, width),
+                                    "attention.attention.key": (width, width),
+                                    "attention.attention.value": (width, width),
+                                    "attention.output.dense": (width, width),
+                                    "intermediate.dense": (hidden, width),
+                                    "output.dense": (width, hidden)}.items():
+            w[p + name + ".weight"], w[p + name + ".bias"] = t(out, fan_in), t(out)
+        for name in ("layernorm_before", "layernorm_after"):
+            w[p + name + ".weight"], w[p + name + ".bias"] = 1 + t(width), t(width)
+    folder.mkdir(parents=True)
+    save_file(w, str(folder / "model.safetensors"))
+    (folder / "config.json").write_text(json.dumps({
+        "architectures": ["ViTMAEForPreTraining"], "model_type": "vit_mae", "hidden_size": width,
+        "num_attention_heads": heads, "num_hidden_layers": depth, "intermediate_size": hidden,
+        "hidden_act": "gelu", "layer_norm_eps": 1e-12, "image_size": image, "patch_size": patch,
+        "num_channels": 3}))
+    (folder / "preprocessor_config.json").write_text(json.dumps(
+        {"image_mean": list(mean), "image_std": list(std)}))
+    return str(folder)
+
+
+def write_clip(folder: Path, *, vocab: int, width=32, heads=2, depth=1, hidden=64) -> str:
+    """A random full CLIPModel folder as `openai/clip-vit-base-patch16` lays it out (text tower
+    under `text_model.`, vision tower and projections beside it, config.json with text_config,
+    the tokenizer fixture's tokenizer.json)."""
+    from safetensors.numpy import save_file
+
+    rng = np.random.default_rng(1)
+
+    def t(*shape):
+        return (0.1 * rng.standard_normal(shape)).astype(np.float32)
+
+    w = {"text_model.embeddings.token_embedding.weight": t(vocab, width),
+         "text_model.embeddings.position_embedding.weight": t(77, width),
+         "text_model.final_layer_norm.weight": 1 + t(width),
+         "text_model.final_layer_norm.bias": t(width),
+         "text_projection.weight": t(16, width), "visual_projection.weight": t(16, 24),
+         "vision_model.embeddings.class_embedding": t(24)}
+    for i in range(depth):
+        p = f"text_model.encoder.layers.{i}."
+        for name, (out, fan_in) in {"self_attn.q_proj": (width, width),
+                                    "self_attn.k_proj": (width, width),
+                                    "self_attn.v_proj": (width, width),
+                                    "self_attn.out_proj": (width, width),
+                                    "mlp.fc1": (hidden, width), "mlp.fc2": (width, hidden)}.items():
+            w[p + name + ".weight"], w[p + name + ".bias"] = t(out, fan_in), t(out)
+        for name in ("layer_norm1", "layer_norm2"):
+            w[p + name + ".weight"], w[p + name + ".bias"] = 1 + t(width), t(width)
+    folder.mkdir(parents=True)
+    save_file(w, str(folder / "model.safetensors"))
+    (folder / "config.json").write_text(json.dumps({
+        "architectures": ["CLIPModel"], "model_type": "clip", "projection_dim": 16,
+        "text_config": {"model_type": "clip_text_model", "hidden_size": width,
+                        "num_attention_heads": heads, "num_hidden_layers": depth,
+                        "intermediate_size": hidden, "hidden_act": "quick_gelu",
+                        "layer_norm_eps": 1e-5, "vocab_size": vocab,
+                        "max_position_embeddings": 77, "eos_token_id": 2}}))
+    shutil.copy(CLIP_TOKENIZER / "tokenizer.json", folder / "tokenizer.json")
+    return str(folder)
+
+
+@pytest.mark.parametrize("name", ["mmimdb", "nyudv2"])
+def test_runlocal_with_pretrained_checkpoints(name, data_dir, run_main, tmp_path):
+    """pretrained=paper with the checkpoint folders pointed at random weights in the hubs'
+    layouts: the encoders load, the inputs take the checkpoint's statistics, and the run trains
+    and reports (MM-IMDB on CLIP ids of the original release)."""
+    mae = write_mae(tmp_path / "weights" / "vit-mae-base")
+    if name == "mmimdb":
+        vocab = ClipTokenizer(str(CLIP_TOKENIZER)).vocab_size
+        clip = write_clip(tmp_path / "weights" / "clip-vit-base-patch16", vocab=vocab)
+        splits = {"train": [f"t{i}" for i in range(8)], "dev": ["v0", "v1"], "test": ["s0"]}
+        fixtures.write_mmimdb_original(str(tmp_path / "raw"), splits)
+        get_spec("mmimdb").prepare(data_dir=str(tmp_path / "data"),
+                                   manual_dir=str(tmp_path / "raw"), tokenizer=clip)
+        where, flags = tmp_path / "data", [f"--config.model.encoder.pretrained.image={mae}",
+                                           f"--config.model.encoder.pretrained.text={clip}"]
+    else:
+        where, flags = data_dir(name), [f"--config.model.encoder.pretrained.rgb={mae}",
+                                        f"--config.model.encoder.pretrained.depth={mae}"]
+    proc = run_main(f"experiments/{name}.py:pretrained=paper,runlocal", where,
+                    tmp_path / "work", *flags)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    results = json.loads((tmp_path / "work" / "results.json").read_text())
+    config = CONFIGS[name].get_config("pretrained=paper,runlocal")
+    for split in config.eval_splits:
+        assert all(math.isfinite(v) for v in results[split].values()), results[split]
+    run_config = json.loads((tmp_path / "work" / "config.json").read_text())
+    assert run_config["data"]["rgb_mean"] == [0.5, 0.45, 0.4]
+    if name == "nyudv2":
+        assert run_config["data"]["depth_mean"] == pytest.approx(0.45)
+        assert run_config["data"]["depth_std"] == pytest.approx(0.25)
+    else:
+        assert run_config["data"]["tokenizer"] == "clip"
