@@ -15,9 +15,8 @@ from flax import nnx
 from mango_jax.flows.actnorm import ActNorm
 from mango_jax.flows.base import InvertibleLayer, Sequential
 from mango_jax.flows.coupling import AffineCoupling
-from mango_jax.flows.ica import ICA, min_identity_for_depth
+from mango_jax.flows.ica import ICA
 from mango_jax.flows.lica import LICA
-from mango_jax.flows.mango import num_ica_layers
 from mango_jax.flows.prior import gaussian_log_prob, log_likelihood, nll_bits_per_dim
 
 __all__ = [
@@ -30,6 +29,12 @@ LAYERS = ("mango", "realnvp", "glow", "flowpp", "attnflow")
 
 DEFAULT_BLOCK_PATTERN = ("mmca_ab", "mmca_ba", "imca_1", "imca_2", "imca_3", "imca_4",
                          "lica", "lica", "coupling")
+
+
+def _module(layer: str):
+    """The module of layer kind `layer`: its `make_block(config, index, tokens, *, rngs,
+    param_dtype)` and, for a baseline, `DEFAULTS`, its own fields (`flow.<layer>.*`)."""
+    return importlib.import_module(f"mango_jax.flows.{layer}")
 
 
 def default_config() -> ml_collections.ConfigDict:
@@ -48,6 +53,8 @@ def default_config() -> ml_collections.ConfigDict:
       coupling log-scale (each layer scales by at most e^c).
     remat: rematerialise each block in the backward pass. seed: LICA permutations.
     param_dtype: 'float32' (or 'float64' under x64).
+    realnvp, glow, flowpp, attnflow: each baseline layer's own fields, declared by its module
+      (`DEFAULTS`), e.g. `glow.kernel_size`, `flowpp.num_components`.
     """
     config = ml_collections.ConfigDict()
     config.layer = "mango"
@@ -64,9 +71,7 @@ def default_config() -> ml_collections.ConfigDict:
     config.seed = 0
     config.param_dtype = "float32"
     for layer in LAYERS[1:]:
-        defaults = getattr(_baseline(layer), "CONFIG_DEFAULTS", None) if _has(layer) else None
-        for key, value in (defaults or {}).items():
-            config[key] = value
+        config[layer] = ml_collections.ConfigDict(_module(layer).DEFAULTS)
     return config
 
 
@@ -78,28 +83,12 @@ def token_counts(config) -> tuple[int, int]:
     return int(m), int(k)
 
 
-def _has(layer: str) -> bool:
-    return importlib.util.find_spec(f"mango_jax.flows.{layer}") is not None
-
-
-def _baseline(layer: str):
-    return importlib.import_module(f"mango_jax.flows.{layer}")
-
-
 def build(config: ml_collections.ConfigDict, *, rngs: nnx.Rngs) -> Sequential:
     """G: `config.num_blocks` blocks of `config.layer`, as one `Sequential` of blocks."""
     if config.layer not in LAYERS:
         raise ValueError(f"flow.layer={config.layer!r}; expected one of {LAYERS}")
     tokens = token_counts(config)
     param_dtype = jnp.dtype(config.param_dtype)
-    if config.layer == "mango":
-        from mango_jax.flows.mango import make_block
-
-        floor = min_identity_for_depth(config.ica_mixing_budget, num_ica_layers(config))
-        blocks = [make_block(config, i, tokens, min_identity=floor, rngs=rngs,
-                             param_dtype=param_dtype) for i in range(config.num_blocks)]
-    else:
-        make_block = _baseline(config.layer).make_block
-        blocks = [make_block(config, i, tokens, rngs=rngs, param_dtype=param_dtype)
-                  for i in range(config.num_blocks)]
-    return Sequential(blocks, remat=config.remat)
+    make_block = _module(config.layer).make_block
+    return Sequential([make_block(config, i, tokens, rngs=rngs, param_dtype=param_dtype)
+                       for i in range(config.num_blocks)], remat=config.remat)

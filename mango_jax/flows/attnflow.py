@@ -77,6 +77,11 @@ from mango_jax.flows.coupling import bounded_log_scale
 from mango_jax.flows.ica import min_identity_for_depth, query_key_logits
 from mango_jax.flows.realnvp import channel_coupling, sigmoid_log_scale
 
+# `flow.attnflow` (mango_jax.flows.default_config).
+DEFAULTS = {
+    # Width of the first and last convolution of the coupling conditioner along the tokens.
+    "kernel_size": 3,
+}
 
 def checkerboard(num_tokens: int, num_heads: int, head_dim: int, parity: int) -> np.ndarray:
     """`M: [N, D]` bool, True on the conditioning entries: `(n + j + parity)` even, `j` the
@@ -235,5 +240,5 @@ def make_block(config, block: int, tokens: tuple[int, int], *, rngs: nnx.Rngs,
              rngs=rngs, param_dtype=param_dtype),
         ITrans(config.dim, config.num_heads, parity=block + 1, min_identity=floor, rngs=rngs,
                param_dtype=param_dtype),
-        channel_coupling(config, block, config.glow_kernel_size, rngs=rngs,
+        channel_coupling(config, block, config.attnflow.kernel_size, rngs=rngs,
                          param_dtype=param_dtype)])

@@ -25,15 +25,15 @@ thus lies in `[e^{−c−c_s} σ(−m e^{s₀}), e^{2 s₀}]` (0.012 to 1.3 with
 bounds on s and a let a perturbed G at the paper's size grow its activations geometrically
 (reconstruction error 0.04); with these it stays near unit scale.
 
-The conditioner runs at `flowpp_width` = 128 channels (Flow++ used 96 on CIFAR-10): the output
+The conditioner runs at `flow.flowpp.width` = 128 channels (Flow++ used 96 on CIFAR-10): the output
 layer's fan-in sets how far weight noise moves the mixture, and at width 512 the perturbed G at
 the paper's size reconstructed only to 9e-5 (5.6e-6 at 128).
 
 Inverse: `z = (y − b) e^{−a}`, then `g(x) = z` by Newton's method safeguarded by bisection
 (`solve_mixture_logit`). The bracket is exact: every σ(t_k) equals σ(z) at `r_k = μ_k + z e^{s_k}`,
 so `g ≤ z` at `min_k r_k` and `g ≥ z` at `max_k r_k`. Iteration stops once every entry's last
-step is below `flowpp_inverse_tolerance · max(|x|, 1)` (≤ 1e-6 relative) or after
-`flowpp_inverse_max_iterations`.
+step is below `flow.flowpp.inverse_tolerance · max(|x|, 1)` (≤ 1e-6 relative) or after
+`flow.flowpp.inverse_max_iterations`.
 """
 
 from __future__ import annotations
@@ -49,17 +49,18 @@ from mango_jax.flows.coupling import bounded_log_scale
 from mango_jax.flows.glow import ChannelMixLU
 from mango_jax.flows.realnvp import CHANNELS, channel_partition, merge, sigmoid_log_scale, split
 
-CONFIG_DEFAULTS = {
+# `flow.flowpp` (mango_jax.flows.default_config).
+DEFAULTS = {
     # Logistic components K of each moved entry's CDF (Flow++ uses 32 on CIFAR-10).
-    "flowpp_num_components": 4,
+    "num_components": 4,
     # Channels of the attention conditioner (its gated feed-forward layer is coupling_hidden).
-    "flowpp_width": 128,
+    "width": 128,
     # Bounds m of |μ_k| and c_s of |s_k| (see the conditioning bound in the module docstring).
-    "flowpp_max_mean": 1.0,
-    "flowpp_max_component_log_scale": 1.0,
+    "max_mean": 1.0,
+    "max_component_log_scale": 1.0,
     # Newton-bisection inverse: stop once every step is below tolerance · max(|x|, 1).
-    "flowpp_inverse_tolerance": 1e-6,
-    "flowpp_inverse_max_iterations": 50,
+    "inverse_tolerance": 1e-6,
+    "inverse_max_iterations": 50,
 }
 
 
@@ -75,7 +76,8 @@ class AttentionConditioner(nnx.Module):
     def __init__(self, d_in: int, d_out: int, width: int, hidden: int, num_heads: int, *,
                  rngs: nnx.Rngs, param_dtype=jnp.float32):
         if width % num_heads:
-            raise ValueError(f"flowpp_width={width} must be divisible by num_heads={num_heads}")
+            raise ValueError(f"flow.flowpp.width={width} must be divisible by "
+                             f"num_heads={num_heads}")
         self.embed = nnx.Linear(d_in, width, rngs=rngs, param_dtype=param_dtype)
         self.attention_norm = nnx.LayerNorm(width, rngs=rngs, param_dtype=param_dtype)
         self.attention = nnx.MultiHeadAttention(num_heads, width, decode=False, keep_rngs=False,
@@ -147,7 +149,7 @@ class MixtureLogisticCoupling(InvertibleLayer):
                  max_log_scale: float, tolerance: float, max_iterations: int, rngs: nnx.Rngs,
                  param_dtype=jnp.float32):
         if num_components < 1:
-            raise ValueError(f"flowpp_num_components must be ≥ 1, got {num_components}")
+            raise ValueError(f"flow.flowpp.num_components must be ≥ 1, got {num_components}")
         self.cond, self.moved = channel_partition(dim, parity)
         self.num_components = num_components
         self.max_mean = max_mean
@@ -201,10 +203,10 @@ def make_block(config, block: int, tokens: tuple[int, int], *, rngs: nnx.Rngs,
     del tokens  # the attention conditioner takes any token count
     seed = config.seed * 1_000_003 + 1000 * block
     coupling = MixtureLogisticCoupling(
-        config.dim, config.num_heads, config.flowpp_width, config.coupling_hidden, parity=block,
-        num_components=config.flowpp_num_components, max_mean=config.flowpp_max_mean,
-        max_component_log_scale=config.flowpp_max_component_log_scale,
-        max_log_scale=config.max_log_scale, tolerance=config.flowpp_inverse_tolerance,
-        max_iterations=config.flowpp_inverse_max_iterations, rngs=rngs, param_dtype=param_dtype)
+        config.dim, config.num_heads, config.flowpp.width, config.coupling_hidden, parity=block,
+        num_components=config.flowpp.num_components, max_mean=config.flowpp.max_mean,
+        max_component_log_scale=config.flowpp.max_component_log_scale,
+        max_log_scale=config.max_log_scale, tolerance=config.flowpp.inverse_tolerance,
+        max_iterations=config.flowpp.inverse_max_iterations, rngs=rngs, param_dtype=param_dtype)
     return Sequential([ActNorm(config.dim, param_dtype=param_dtype),
                        ChannelMixLU(config.dim, seed=seed, param_dtype=param_dtype), coupling])

@@ -6,13 +6,14 @@ vector, in Glow's LU form `W = P L (U + diag(s))` (`TokenMixLU` with `axis=2`, w
 bounded so that `κ(W)` is bounded for every parameter value); its log-det is `N · Σ log s`. The
 coupling splits the channels and uses Glow's convolutional NN() over the token axis
 (`mango_jax.flows.realnvp.ConvConditioner`) and Glow's scale σ(raw + 2)
-(`realnvp.sigmoid_log_scale`). A block is `glow_steps_per_block` steps; one, as MANGO's block has
-one coupling: with three, the perturbed G at the paper's size reconstructs only to 1e-4 in
+(`realnvp.sigmoid_log_scale`). A block is `flow.glow.steps_per_block` steps; one, as MANGO's
+block has one coupling: with three, the perturbed G at the paper's size reconstructs only to 1e-4 in
 float32 (each coupling amplifies the inverse's rounding error a little).
 
 ActNorm's data-dependent initialisation (section 3.1) is not part of building G: call
 `initialize_actnorms(flow, x)` once on the first training batch `x` (the features F that G
-receives), before the optimizer is created. It runs `x` through the flow and sets every ActNorm
+receives), before the optimizer is created (the training loop does, through
+`MangoFusion.data_init`). It runs `x` through the flow and sets every ActNorm
 so that its own input batch leaves it with zero mean and unit variance per channel; without the
 call every ActNorm stays the identity. Flow++ and AttnFlow blocks contain ActNorm too and use the
 same function.
@@ -29,11 +30,12 @@ from mango_jax.flows.base import InvertibleLayer, Sequential, logdet_dtype
 from mango_jax.flows.lica import TokenMixLU
 from mango_jax.flows.realnvp import channel_coupling
 
-CONFIG_DEFAULTS = {
+# `flow.glow` (mango_jax.flows.default_config).
+DEFAULTS = {
     # Glow steps (ActNorm, 1×1 convolution, coupling) per block of G.
-    "glow_steps_per_block": 1,
+    "steps_per_block": 1,
     # Width of the first and last convolution of the coupling conditioner along the tokens.
-    "glow_kernel_size": 3,
+    "kernel_size": 3,
 }
 
 
@@ -69,17 +71,18 @@ def glow_step(config, block: int, step: int, *, rngs: nnx.Rngs,
     seed = config.seed * 1_000_003 + 1000 * block + step
     return [ActNorm(config.dim, param_dtype=param_dtype),
             ChannelMixLU(config.dim, seed=seed, param_dtype=param_dtype),
-            channel_coupling(config, 0, config.glow_kernel_size, rngs=rngs,
+            channel_coupling(config, 0, config.glow.kernel_size, rngs=rngs,
                              param_dtype=param_dtype)]
 
 
 def make_block(config, block: int, tokens: tuple[int, int], *, rngs: nnx.Rngs,
                param_dtype) -> Sequential:
-    """`config.glow_steps_per_block` Glow steps."""
+    """`config.glow.steps_per_block` Glow steps."""
     del tokens  # Glow's step is token-count agnostic.
-    if config.glow_steps_per_block < 1:
-        raise ValueError(f"glow_steps_per_block must be ≥ 1, got {config.glow_steps_per_block}")
-    return Sequential([layer for step in range(config.glow_steps_per_block)
+    steps = config.glow.steps_per_block
+    if steps < 1:
+        raise ValueError(f"flow.glow.steps_per_block must be ≥ 1, got {steps}")
+    return Sequential([layer for step in range(steps)
                        for layer in glow_step(config, block, step, rngs=rngs,
                                               param_dtype=param_dtype)])
 

@@ -8,7 +8,7 @@ from flax import nnx
 from mango_jax.flows.actnorm import ActNorm
 from mango_jax.flows.base import InvertibleLayer, Sequential
 from mango_jax.flows.coupling import AffineCoupling
-from mango_jax.flows.ica import ICA
+from mango_jax.flows.ica import ICA, min_identity_for_depth
 from mango_jax.flows.lica import LICA
 from mango_jax.flows.partitions import PARTITIONS, partition
 
@@ -41,9 +41,12 @@ def make_layer(kind: str, config, tokens: tuple[int, int], block: int, position:
     raise ValueError(f"unknown layer {kind!r} in flow.block_pattern; expected one of {LAYER_KINDS}")
 
 
-def make_block(config, block: int, tokens: tuple[int, int], *, min_identity: float,
-               rngs: nnx.Rngs, param_dtype) -> Sequential:
-    """Default pattern (paper): MMCA A→B, B→A, the four IMCA, two LICA, one coupling layer."""
+def make_block(config, block: int, tokens: tuple[int, int], *, rngs: nnx.Rngs,
+               param_dtype) -> Sequential:
+    """`config.block_pattern`; default (paper): MMCA A→B, B→A, the four IMCA, two LICA, one
+    coupling layer. Every ICA layer of G has the floor a_min that spends the mixing budget
+    over all of them (`min_identity_for_depth`)."""
+    min_identity = min_identity_for_depth(config.ica_mixing_budget, num_ica_layers(config))
     return Sequential([
         make_layer(kind, config, tokens, block, position, min_identity=min_identity, rngs=rngs,
                    param_dtype=param_dtype)

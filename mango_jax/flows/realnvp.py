@@ -31,9 +31,10 @@ from flax import nnx
 from mango_jax.flows.base import InvertibleLayer, Sequential
 from mango_jax.flows.coupling import affine_forward, affine_inverse
 
-CONFIG_DEFAULTS = {
+# `flow.realnvp` (mango_jax.flows.default_config).
+DEFAULTS = {
     # Width of the first and last convolution of the conditioner along the token axis.
-    "realnvp_kernel_size": 3,
+    "kernel_size": 3,
 }
 
 TOKEN_PARTITIONS = ("halves", "halves_reversed", "checkerboard", "checkerboard_reversed")
@@ -174,7 +175,7 @@ def make_block(config, block: int, tokens: tuple[int, int], *, rngs: nnx.Rngs,
                param_dtype) -> Sequential:
     """Block `block`: a token coupling over partition `(block / 2) mod 4` for even blocks, a
     channel coupling with parity `((block − 1) / 2) mod 2` for odd ones."""
-    kernel = config.realnvp_kernel_size
+    kernel = config.realnvp.kernel_size
     if block % 2:
         return Sequential([channel_coupling(config, block // 2, kernel, rngs=rngs,
                                             param_dtype=param_dtype)])

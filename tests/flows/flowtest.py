@@ -15,11 +15,12 @@ B, M, D, HEADS = 2, 6, 12, 2
 
 
 def small_config(**overrides):
-    """A 2-block G of width D on two modalities of M tokens, with `overrides` applied."""
+    """A 2-block G of width D on two modalities of M tokens, with `overrides` applied (a
+    layer's own field by its dotted name, e.g. `**{"glow.steps_per_block": 2}`)."""
     config = flows.default_config()
     config.update(num_blocks=2, dim=D, num_heads=HEADS, tokens_per_modality=(M, M),
                   coupling_hidden=16)
-    config.update(overrides)
+    config.update_from_flattened_dict(overrides)
     return config
 
 

@@ -1,5 +1,7 @@
 """Flow core: exact inverse and log-det of every MANGO layer kind, against float64 references."""
 
+import importlib
+
 import chex
 import flowtest
 import jax
@@ -96,6 +98,21 @@ class BlockTest(chex.TestCase):
         self.assertAlmostEqual(min_identity_for_depth(4.8, 8), 0.75)
         with self.assertRaisesRegex(ValueError, "positive"):
             min_identity_for_depth(0.0, 8)
+
+    def test_each_baseline_layer_has_its_own_fields(self):
+        config = flows.default_config()
+        for layer in flows.LAYERS[1:]:
+            module = importlib.import_module(f"mango_jax.flows.{layer}")
+            self.assertEqual(config[layer].to_dict(), module.DEFAULTS)
+        prefixed = [k for k in config.keys() if k.startswith(tuple(f"{n}_" for n in flows.LAYERS))]
+        self.assertEqual(prefixed, [])
+
+        def shapes(**overrides):
+            flow = flows.build(small_config(layer="attnflow", **overrides), rngs=nnx.Rngs(0))
+            return jax.tree.map(lambda x: x.shape, nnx.to_pure_dict(nnx.state(flow, nnx.Param)))
+
+        self.assertEqual(shapes(**{"glow.kernel_size": 5}), shapes())  # Glow's is not AttnFlow's
+        self.assertNotEqual(shapes(**{"attnflow.kernel_size": 5}), shapes())
 
     def test_unknown_layer_and_kind_errors(self):
         with self.assertRaisesRegex(ValueError, "flow.layer"):

@@ -20,7 +20,7 @@ from mango_jax.flows.glow import ChannelMixLU
 
 
 def small_config(**overrides):
-    return flowtest.small_config(**{"layer": "flowpp", "flowpp_width": 8, **overrides})
+    return flowtest.small_config(**{"layer": "flowpp", "flowpp.width": 8, **overrides})
 
 
 @functools.cache
@@ -106,4 +106,4 @@ class FlowPPTest(chex.TestCase, parameterized.TestCase):
                              [ActNorm, ChannelMixLU, flowpp.MixtureLogisticCoupling])
             self.assertEqual(blk.layers[2].moved, flows.realnvp.channel_partition(D, b)[1])
         with self.assertRaisesRegex(ValueError, "divisible"):
-            flows.build(small_config(flowpp_width=15), rngs=nnx.Rngs(0))
+            flows.build(small_config(**{"flowpp.width": 15}), rngs=nnx.Rngs(0))

@@ -18,7 +18,7 @@ from mango_jax.flows.lica import TokenMixLU
 
 
 def small_config(**overrides):
-    return flowtest.small_config(**{"layer": "glow", "glow_steps_per_block": 2, **overrides})
+    return flowtest.small_config(**{"layer": "glow", "glow.steps_per_block": 2, **overrides})
 
 
 @functools.cache
@@ -109,7 +109,8 @@ class GlowTest(chex.TestCase, parameterized.TestCase):
         flowtest.assert_gradients_finite(layer_of("block"), inputs())
 
     def test_build_gives_num_blocks_of_glow_steps(self):
-        flow = flows.build(small_config(num_blocks=3, glow_steps_per_block=2), rngs=nnx.Rngs(0))
+        config = small_config(**{"num_blocks": 3, "glow.steps_per_block": 2})
+        flow = flows.build(config, rngs=nnx.Rngs(0))
         self.assertLen(flow.layers, 3)
         kinds = [type(layer) for layer in flow.layers[1].layers]
         self.assertEqual(kinds, [ActNorm, glow.ChannelMixLU, flows.realnvp.PartitionedCoupling] * 2)
