@@ -23,7 +23,7 @@ from mango_jax import model as model_lib
 from mango_jax.data import DatasetInfo
 from mango_jax.encoders import TextEncoder, ViTEncoder, load_pretrained
 from mango_jax.encoders.vit import resample_positions
-from mango_jax.train.losses import task_loss
+from mango_jax.train.step import StepConfig, _loss_terms
 
 FIXTURES = Path(__file__).parent / "fixtures"
 REF = dict(np.load(FIXTURES / "references.npz"))
@@ -293,8 +293,7 @@ def test_model_with_pretrained_encoders_from_config_fields_trains_a_step():
     def step(model, optimizer, batch):
         def loss(model):
             out = model(batch)
-            return task_loss("multilabel", out.prediction, batch, ignore_index=None) + sum(
-                out.aux_losses.values())
+            return _loss_terms(StepConfig("multilabel", None), out, batch)[0]
         value, grads = nnx.value_and_grad(loss)(model)
         optimizer.update(model, grads)
         return value
