@@ -28,7 +28,6 @@ from mango_jax.data import mfeat
 
 _OUT = flags.DEFINE_string("out", None, "Folder to write (manifest.csv, <view>/<row>.npy).")
 _VIEWS = flags.DEFINE_list("views", ["pix", "fou"], "Two mfeat views.")
-flags.mark_flags_as_required(["out"])
 
 
 def write(out: str, views=("pix", "fou")) -> str:
@@ -61,4 +60,6 @@ def main(argv):
 
 
 if __name__ == "__main__":
+    # Required only when run: a test importing this module parses the global flags too.
+    flags.mark_flags_as_required(["out"])
     app.run(main)

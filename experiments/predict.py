@@ -21,18 +21,6 @@ import os
 import numpy as np
 from absl import app, flags, logging
 
-_WORKDIR = flags.DEFINE_string("workdir", None, "The training run.")
-_MANUAL_DIR = flags.DEFINE_string("manual_dir", None, "Paired runs: the folder of "
-                                  "manifest.csv (with --split).")
-_MANIFEST = flags.DEFINE_string("manifest", None, "Paired runs: a manifest of examples to "
-                                "predict (paths relative to its folder).")
-_SPLIT = flags.DEFINE_string("split", None, "train, val or test: the manifest's rows of that "
-                             "split, or (built-in datasets, alone) the prepared split.")
-_OUT = flags.DEFINE_string("out", None, "Output folder.")
-_CHECKPOINT = flags.DEFINE_enum("checkpoint", "best", ["best", "latest"],
-                                "Which checkpoint of the run.")
-flags.mark_flags_as_required(["workdir", "out"])
-
 
 def manifest_rows(predictor, *, manual_dir, manifest, split):
     """(rows, source path, root) of the examples to predict, checked as a manifest."""
@@ -128,14 +116,31 @@ def predict(workdir, out, *, manual_dir=None, manifest=None, split=None,
     return path
 
 
+def define_flags() -> None:
+    """This command's flags, defined only when it runs: its `--workdir` would clash with
+    `experiments.main`'s in a process that imports both (tests)."""
+    flags.DEFINE_string("workdir", None, "The training run.")
+    flags.DEFINE_string("manual_dir", None, "Paired runs: the folder of manifest.csv (with "
+                        "--split).")
+    flags.DEFINE_string("manifest", None, "Paired runs: a manifest of examples to predict "
+                        "(paths relative to its folder).")
+    flags.DEFINE_string("split", None, "train, val or test: the manifest's rows of that split, "
+                        "or (built-in datasets, alone) the prepared split.")
+    flags.DEFINE_string("out", None, "Output folder.")
+    flags.DEFINE_enum("checkpoint", "best", ["best", "latest"], "Which checkpoint of the run.")
+    flags.mark_flags_as_required(["workdir", "out"])
+
+
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     logging.set_verbosity(logging.WARNING)
-    path = predict(_WORKDIR.value, _OUT.value, manual_dir=_MANUAL_DIR.value,
-                   manifest=_MANIFEST.value, split=_SPLIT.value, checkpoint=_CHECKPOINT.value)
+    f = flags.FLAGS
+    path = predict(f.workdir, f.out, manual_dir=f.manual_dir, manifest=f.manifest,
+                   split=f.split, checkpoint=f.checkpoint)
     print(f"Wrote {path}")
 
 
 if __name__ == "__main__":
+    define_flags()
     app.run(main)

@@ -61,7 +61,6 @@ _TIME = flags.DEFINE_string("slurm_time", "24:00:00", "slurm: time limit per tri
 _PARTITION = flags.DEFINE_string("slurm_partition", None, "slurm: partition.")
 _SBATCH = flags.DEFINE_multi_string("sbatch", [], "slurm: extra #SBATCH options, e.g. "
                                     "--sbatch=--account=abc.")
-flags.mark_flags_as_required(["sweep"])
 
 RESULTS = "results.json"
 
@@ -240,4 +239,6 @@ def main(argv) -> None:
 
 
 if __name__ == "__main__":
+    # Required only when run: a test importing this module parses the global flags too.
+    flags.mark_flags_as_required(["sweep"])
     app.run(main)
