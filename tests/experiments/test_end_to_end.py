@@ -86,7 +86,8 @@ def test_train_eval_resume(method, layer, mfeat_data_dir, tmp_path, capsys):
     # Model-specific output only where the method has it: ICA attention maps need MANGO's G.
     has_attention = is_mango and layer == "mango"
     assert os.path.exists(os.path.join(workdir, "attention.png")) == has_attention
-    assert bool(meta["diagnostics"]) == has_attention
+    # Figures returned by diagnostics(): MANGO's attention maps, DynMM's path shares and savings.
+    assert bool(meta["diagnostics"]) == (has_attention or method == "dynmm")
     assert os.path.exists(os.path.join(workdir, "nll.png")) == is_mango
 
     run_main(method, layer, mfeat_data_dir, workdir, steps=STEPS, mode="eval")
