@@ -40,7 +40,7 @@ Which runs fill which rows:
   layer, Table 5 the partitions, Table 6 blocks and latent model. Settings the paper does not
   list get extra rows of ours alone; runs that fit no table still appear in `runs`.
 
-The paper's numbers are copied from its text (seeds/001_*.txt). Its Table 2 did not survive in
+The paper's numbers are copied from its text (section 4, appendix). Its Table 2 did not survive in
 that text: only its layout (five settings, FID / KID on RGB targets, MAE / MSE on the others, as
 in TokenFusion) and two differences stated in the prose are known, so Table 2 leaves the paper's
 cells empty and prints those differences beside ours.
@@ -70,7 +70,7 @@ MAIN_CONFIG = {"flow_layer": "mango", "num_blocks": 12, "partitions": FULL_PARTI
                "latent_model": True}
 
 # ---------------------------------------------------------------------------------------------
-# The paper's numbers (seeds/001_bfd83fcef2c58573.txt). None: '-' in the paper.
+# The paper's numbers (its Tables 1-8). None: '-' in the paper.
 
 # Table 1: (group, method, inputs, family, variant, NYUDv2 (acc, mAcc, mIoU), SUN (...)).
 TABLE1 = [

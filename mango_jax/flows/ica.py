@@ -3,7 +3,7 @@
 Paper: ``Q, K = LN(Linear(X1))``, ``A = softmax(mask(Q Kᵀ / τ))`` upper-triangular, ``Y1 = X1``,
 ``Y2 = A X2``. The plain masked softmax is not numerically invertible: its diagonal falls to
 1e-20 at a few hundred tokens and back-substitution then amplifies rounding without bound
-(MANGO_SPEC.md). We therefore use, per head h,
+(measured by `python -m experiments.flow_check`). We therefore use, per head h,
 
     Ã = a·I + (1 − a)·S,   S = softmax(mask(Q Kᵀ · t)),   a = a_min + (1 − a_min)·σ(θ)
     A = diag(r)⁻¹ Ã,       r_i = ‖Ã_i‖₂  (row 2-norms)

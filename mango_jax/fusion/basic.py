@@ -1,6 +1,6 @@
 """The reference points of every fusion table: no fusion, early fusion and late fusion.
 
-The lecture decks in `seeds/` (002: "early, late and mid fusion"; 003: "early and late fusion")
+The standard multimodal-fusion lectures ("early, late and mid fusion"; "early and late fusion")
 define them: early fusion joins the modalities' features before any joint processing, late fusion
 combines per-modality predictions.
 """

@@ -13,7 +13,7 @@ from mango_jax.fusion.layers import TRANSFORMER_DEFAULTS, transformer_stack
 
 
 class MBTFusion(FusionModule):
-    """Fusion through a few shared bottleneck tokens (MBT; lecture 002 in `seeds/`).
+    """Fusion through a few shared bottleneck tokens (MBT; Nagrani et al., NeurIPS 2021).
 
     Layers l < L_f (`fusion_layer`) are separate per-modality transformers,
     `z_i^{l+1} = Transformer(z_i^l; theta_i)`. From L_f on, B (`num_bottlenecks`) learned tokens

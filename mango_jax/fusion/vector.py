@@ -2,7 +2,7 @@
 multiplicative-interaction and gated fusion.
 
 Each method first pools a stream by its token mean, `z_a = mean_i a_i` (`[B, D]`), and returns
-one fused vector as a single-token stream `[B, 1, D]`. Lecture 003 in `seeds/` orders them by the
+one fused vector as a single-token stream `[B, 1, D]`. The fusion literature orders them by the
 cross-modal interactions they can express: additive (`w1 x_A + w2 x_B`), multiplicative
 (`w3 (x_A x x_B)`), then bilinear, tensor and low-rank tensor fusion, and gating.
 
