@@ -69,6 +69,24 @@ def results(workdir: str) -> dict:
         return json.load(f)
 
 
+def check_dynmm_report(results: dict) -> None:
+    """DynMM's modality level: the eval shares of its paths, and the FLOPs and compute saved
+    they imply, land in results.json (the fusion level: tests/experiments/test_configs.py)."""
+    meta = results["meta"]
+    details = meta["fusion_details"]
+    assert details["level"] == "modality" and details["paths"] == ["a", "ab"]
+    flops = details["path_flops"]
+    assert list(flops) == details["paths"] and flops["a"] < flops["ab"]
+    assert set(meta["diagnostics"]) == {"val"}
+    shares = {p: results["val"][f"dynmm/share_{p}"] for p in details["paths"]}
+    assert sum(shares.values()) == pytest.approx(1.0) and min(shares.values()) >= 0
+    report = meta["diagnostics"]["val"]
+    assert report["shares"] == pytest.approx(shares)
+    dynamic = details["gate_flops"] + sum(shares[p] * flops[p] for p in flops)
+    assert report["flops_per_example"] == pytest.approx(dynamic)
+    assert report["compute_saved"] == pytest.approx(1 - dynamic / flops["ab"])
+
+
 @pytest.mark.parametrize(("method", "layer"), CASES, ids=[f"{m}-{g}" for m, g in CASES])
 def test_train_eval_resume(method, layer, mfeat_data_dir, tmp_path, capsys):
     workdir = str(tmp_path / "run")
@@ -89,6 +107,8 @@ def test_train_eval_resume(method, layer, mfeat_data_dir, tmp_path, capsys):
     # Figures returned by diagnostics(): MANGO's attention maps, DynMM's path shares and savings.
     assert bool(meta["diagnostics"]) == (has_attention or method == "dynmm")
     assert os.path.exists(os.path.join(workdir, "nll.png")) == is_mango
+    if method == "dynmm":
+        check_dynmm_report(trained)
 
     run_main(method, layer, mfeat_data_dir, workdir, steps=STEPS, mode="eval")
     evaluated = results(workdir)
