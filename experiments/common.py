@@ -12,7 +12,6 @@ import os
 import ml_collections
 
 from mango_jax import data, flows, fusion, model
-from mango_jax.fusion import vector as fusion_vector
 from mango_jax.train import optim
 
 
@@ -112,8 +111,7 @@ PARTITION_PATTERNS = {
     "mmca+imca+lica": flows.DEFAULT_BLOCK_PATTERN,
 }
 # Fusion of pooled vectors (one token out): no dense head can decode them.
-POOLED_FUSIONS = tuple(name for name, cls in fusion.BASELINES.items()
-                       if cls.__module__ == fusion_vector.__name__)
+POOLED_FUSIONS = tuple(name for name, cls in fusion.REGISTRY.items() if not cls.KEEPS_TOKENS)
 
 
 def set_flow(config: ml_collections.ConfigDict, *, layer: str, blocks: int,

@@ -31,7 +31,7 @@ from flax import nnx
 
 from mango_jax import flows
 from mango_jax.bench import xla
-from mango_jax.fusion.layers import TransformerBlock
+from mango_jax.nn import TransformerBlock
 
 DIM = flags.DEFINE_integer("dim", 384, "Width D (the paper_nyudv2 preset's).")
 HEADS = flags.DEFINE_integer("heads", 8, "Attention heads.")

@@ -7,7 +7,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from mango_jax.fusion.layers import TransformerBlock
+from mango_jax.nn import TransformerBlock
 
 PAD_ID = 0
 
