@@ -152,15 +152,8 @@ class TransformerBlock(nnx.Module):
         """MLP branch: `[B, N, D] -> [B, N, D]`."""
         return self.mlp(self.norm2(x), deterministic=deterministic)
 
-    def __call__(
-        self,
-        x: jax.Array,
-        context: jax.Array | None = None,
-        *,
-        key_mask: jax.Array | None = None,
-        causal: bool = False,
-        deterministic: bool = True,
-    ) -> jax.Array:
-        x = x + self.attend(x, context, key_mask=key_mask, causal=causal,
-                            deterministic=deterministic)
+    def __call__(self, x: jax.Array, context: jax.Array | None = None, *,
+                 deterministic: bool = True, **masks) -> jax.Array:
+        """Both residual branches; `masks`: `attend`'s `key_mask` and `causal`."""
+        x = x + self.attend(x, context, deterministic=deterministic, **masks)
         return x + self.feed_forward(x, deterministic=deterministic)
