@@ -146,12 +146,24 @@ class Trainer:
     def model(self):
         return nnx.merge(self.graphdef, self.state)[0]
 
-    def resume(self) -> bool:
+    def resume(self, *, set_aside_unreadable: bool = True) -> bool:
+        """Restores the newest readable checkpoint; False if there is none. Unreadable newer
+        ones are reported and, unless `set_aside_unreadable` is False (evaluation only), moved
+        aside, so that training on does not collide with them."""
         restored = self.checkpointer.restore(self.state, self.train_iter)
         if restored is None:
             return False
         self.step, state = restored
         self.state = jax.device_put(state, self.state_sharding)
+        unreadable = self.checkpointer.unreadable
+        for bad in unreadable:
+            log(f"warning: {bad}")
+        if unreadable:
+            where = ""
+            if set_aside_unreadable:
+                where = "; kept as " + ", ".join(self.checkpointer.set_aside())
+            log(f"warning: using checkpoint step {self.step} instead, the newest that can be "
+                f"read{where}")
         return True
 
     def evaluate(self, split: str) -> dict[str, float]:
@@ -214,10 +226,12 @@ class Trainer:
         for step, logs in host:
             if not math.isfinite(float(logs["loss"])):
                 last = self.checkpointer.latest_step()
+                kept = (f"The last good checkpoint (step {last}) is intact in {self.workdir}."
+                        if last is not None else "No checkpoint had been written yet.")
                 raise NonFiniteLossError(
                     f"non-finite loss {float(logs['loss'])} at step {step}; training stopped. "
-                    f"The last good checkpoint (step {last}) is intact in {self.workdir}. "
-                    "Lower optimizer.learning_rate, raise warmup_steps, or use float32 compute.")
+                    f"{kept} Lower optimizer.learning_rate, raise warmup_steps, or use float32 "
+                    "compute.")
         return host
 
 
@@ -284,7 +298,7 @@ def run(config, workdir: str, mode: str = "train_and_eval") -> Results | None:
     start = time.perf_counter()
     if mode == "eval":
         trainer = Trainer(config, workdir)
-        if not trainer.resume():
+        if not trainer.resume(set_aside_unreadable=False):
             raise FileNotFoundError(f"no checkpoint in {workdir}/checkpoints to evaluate; "
                                     "train first (--mode=train_and_eval)")
         trainer.close()
