@@ -19,6 +19,7 @@ from absl import app, flags, logging
 from ml_collections import config_flags
 
 from experiments.common import WeightsNotFoundError, method_configs, use_pretrained
+from mango_jax.results import Results
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file[:args].",
                                           lock_config=True)
@@ -38,10 +39,10 @@ _DISTRIBUTED_TIMEOUT = flags.DEFINE_integer("distributed_timeout", 300,
 flags.mark_flags_as_required(["config"])
 
 
-def format_comparison(all_results: dict[str, dict], split: str = "test") -> str:
+def format_comparison(all_results: dict[str, Results], split: str = "test") -> str:
     """One row per method: the split's task metrics (those every method reports; a method's own
     diagnostics stay in its results.json), parameters and training time."""
-    reported = [{k for k in r[split] if "/" not in k and "loss" not in k and k != "nll_bpd"}
+    reported = [{k for k in r.splits[split] if "/" not in k and "loss" not in k and k != "nll_bpd"}
                 for r in all_results.values()]
     names = sorted(set.intersection(*reported))
     widths = [max(12, len(n) + 2) for n in names]
@@ -49,15 +50,14 @@ def format_comparison(all_results: dict[str, dict], split: str = "test") -> str:
         f"{'params':>12}{'train s':>10}"
     lines = [f"{split} split", header]
     for method, results in all_results.items():
-        meta = results["meta"]
-        lines.append(f"{method:<16}" + "".join(f"{results[split][n]:>{w}.4f}"
+        lines.append(f"{method:<16}" + "".join(f"{results.splits[split][n]:>{w}.4f}"
                                                for n, w in zip(names, widths))
-                     + f"{meta['params']:>12,}{meta['train_time_s'] or 0:>10.1f}")
+                     + f"{results.params:>12,}{results.train_time_s or 0:>10.1f}")
     return "\n".join(lines)
 
 
-def format_results(results: dict) -> str:
-    rows = [(split, metrics) for split, metrics in results.items() if split != "meta"]
+def format_results(results: Results) -> str:
+    rows = list(results.splits.items())
     names = sorted({k for _, m in rows for k in m if "/" not in k})
     width = max(len(n) for n in names) + 2
     lines = ["split".ljust(8) + "".join(n.rjust(width) for n in names)]

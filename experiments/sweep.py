@@ -145,7 +145,7 @@ def write_report(trials, root: str, out: str) -> str:
     finished = [workdir(root, t) for t in trials
                 if os.path.exists(os.path.join(workdir(root, t), RESULTS))]
     tables = report.write_report(finished, out)
-    return next(t for t in tables if t.key == "runs").markdown()
+    return report.render.markdown(next(t for t in tables if t.key == "runs"))
 
 
 def tpu_command(trial: sweeps.Trial, work: str, extra: list[str], *, tpu_name: str, zone: str,

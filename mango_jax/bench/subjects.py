@@ -30,11 +30,6 @@ from mango_jax.train.step import StepConfig, make_train_step
 
 PRESETS = ("paper_nyudv2", "small")
 
-# Table 8 of the paper (NYUDv2, 256 × 256 inputs): parameters (M), GFLOPs, inference ms.
-TABLE8 = {"MANGO": {"params_m": 72.9, "gflops": 152.0, "inference_ms": 144.0},
-          "GeminiFusion": {"params_m": 75.8, "gflops": 174.0, "inference_ms": 153.0},
-          "TokenFusion": {"params_m": 45.9, "gflops": 108.0, "inference_ms": 126.0}}
-
 PAPER_ENCODER_MAPPING = (
     "The paper's encoders are MAE's ViT (its ref. [14]) for RGB and for depth, at 256 x 256, "
     "with L = 12 blocks in G; it states neither the ViT's size nor G's width. MAE's smallest "

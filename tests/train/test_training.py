@@ -13,6 +13,7 @@ from flax import nnx
 import mango_jax
 from experiments import mfeat
 from mango_jax import data, flows
+from mango_jax.results import SCHEMA_VERSION
 from mango_jax.train import loop
 from mango_jax.train.checkpoint import Checkpointer
 from mango_jax.train.writers import read_metrics
@@ -117,7 +118,8 @@ def test_run_writes_results_plots_and_events(mfeat_data_dir, tmp_path):
     results = loop.run(config, workdir)
     with open(os.path.join(workdir, "results.json")) as f:
         written = json.load(f)
-    assert written["test"]["accuracy"] == results["test"]["accuracy"]
+    assert written["test"]["accuracy"] == results.splits["test"]["accuracy"]
+    assert written["meta"]["schema_version"] == SCHEMA_VERSION
     assert 0.0 <= written["test"]["accuracy"] <= 1.0
     assert written["meta"]["sources"] == ["fac", "zer"]
     assert written["meta"]["fusion_details"] == {"flow_layer": "mango", "num_blocks": 1,
