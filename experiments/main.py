@@ -81,6 +81,7 @@ def main(argv):
                            timeout_s=_DISTRIBUTED_TIMEOUT.value)
     from mango_jax.data import DataNotFoundError
     from mango_jax.train import loop
+    from mango_jax.train.checkpoint import CheckpointError
 
     config = _CONFIG.value
     workdir = _WORKDIR.value or os.path.join("runs", config.experiment)
@@ -98,7 +99,7 @@ def main(argv):
         loop.log(f"\n=== {name} -> {method_dir}")
         try:
             results = loop.run(method, method_dir, _MODE.value)
-        except DataNotFoundError as err:
+        except (DataNotFoundError, CheckpointError) as err:
             raise SystemExit(f"error: {err}") from None
         if results is not None:
             all_results[name] = results

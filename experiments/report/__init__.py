@@ -40,7 +40,9 @@ Which runs fill which rows:
   still appear in `runs`.
 
 The code: `load` finds and reads the runs, `tables` builds the tables (`tables.TABLES`; the
-paper's numbers are `mango_jax.paper`), `render` writes them.
+paper's numbers are `mango_jax.paper`), `render` writes them. Another file of a run's workdir
+(e.g. a robustness evaluation's) is read in `load.load_runs` into a field of `load.Run`, and its
+table is one more function in `tables.TABLES`.
 """
 
 from __future__ import annotations

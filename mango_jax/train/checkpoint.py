@@ -152,10 +152,13 @@ class Checkpointer:
 
     def set_aside(self) -> list[str]:
         """Renames the unreadable checkpoints of the last `restore` to `<step>.unreadable`
-        (process 0; the others wait) and returns their new paths."""
+        (`-2`, ... when that exists; process 0, the others wait) and returns the new paths."""
         moved = []
         for bad in self.unreadable:
-            target = f"{bad.path}.unreadable"
+            target, n = f"{bad.path}.unreadable", 1
+            while os.path.exists(target):  # one set aside before at this step
+                n += 1
+                target = f"{bad.path}.unreadable-{n}"
             if jax.process_index() == 0:
                 os.replace(bad.path, target)
             moved.append(target)

@@ -170,3 +170,12 @@ def test_unreadable_latest_checkpoint_falls_back_to_the_previous(old_run, mfeat_
     # keep-last-2 policy counted only readable ones.
     assert sorted(os.listdir(os.path.join(old_run, "checkpoints"))) == [
         "6", "6.unreadable", str(MORE_STEPS)]
+
+    for step in (6, MORE_STEPS):
+        overwrite_array_data(os.path.join(old_run, "checkpoints", str(step)))
+    with pytest.raises(SystemExit) as exit_:
+        main(old_run, mfeat_data_dir, "--mode=eval")
+    lines = str(exit_.value).splitlines()
+    assert lines[0] == "error: no checkpoint can be read:"
+    assert [line.split(" cannot be read: ")[0] for line in lines[1:3]] == [
+        f"checkpoint step {s} at {old_run}/checkpoints/{s}" for s in (MORE_STEPS, 6)]

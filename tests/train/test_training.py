@@ -98,6 +98,15 @@ def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(mfeat_data_dir, tm
     checkpointer.close()
 
 
+def test_non_finite_loss_before_any_checkpoint_says_there_is_none(mfeat_data_dir, tmp_path):
+    trainer = loop.Trainer(tiny_config(mfeat_data_dir), str(tmp_path / "run"))
+    with pytest.raises(loop.NonFiniteLossError, match="at step 1;") as err:
+        trainer.check_finite([(1, {"loss": np.float32(np.nan)})])
+    assert "No checkpoint had been written yet." in str(err.value)
+    assert "step None" not in str(err.value)
+    trainer.close()
+
+
 def test_gradient_accumulation_matches_one_big_batch(mfeat_data_dir, tmp_path):
     losses = {}
     for k in (1, 2):
