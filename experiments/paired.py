@@ -22,9 +22,10 @@ decoder lays out on the grid). The batch is at most the train split, in multiple
 
 from __future__ import annotations
 
-from experiments.common import base_config, parse_arg, select_fusion, set_flow, set_runlocal
-from mango_jax import encoders
+from experiments.common import base_config, check_flow, parse_arg, select_fusion, set_runlocal
+from mango_jax import encoders, flows
 from mango_jax.data import paired
+from mango_jax.errors import ConfigError
 
 ARGS = {"name": "", "data_dir": "data", "modalities": "", "fusion": "mango", "flow": "mango",
         "blocks": 4, "dim": 0, "tokens": 0, "patch": 0, "epochs": 60, "batch": 64,
@@ -47,8 +48,9 @@ def choose_patch(shapes, max_tokens: int) -> int:
 
 def get_config(arg: str | None = None):
     args = parse_arg(arg, ARGS)
+    check_flow(args)
     if not args.name:
-        raise ValueError("experiments/paired.py needs name=NAME, the prepared dataset (python "
+        raise ConfigError("experiments/paired.py needs name=NAME, the prepared dataset (python "
                          "-m mango_jax.data.prepare --dataset=paired --manual_dir=PATH "
                          "--name=NAME)")
     meta = paired.read_metadata(args.data_dir, args.name)
@@ -68,8 +70,10 @@ def get_config(arg: str | None = None):
     model.encoder.dropout = 0.2
     model.head_dropout = 0.2
     model.fusion.nll_weight = 0.01
-    set_flow(config, layer=args.flow, blocks=args.blocks)
     flow = model.fusion.flow
+    flow.layer = args.flow
+    flow.num_blocks = args.blocks
+    flow.block_pattern = flows.DEFAULT_BLOCK_PATTERN
     flow.num_heads = 4
     flow.coupling_hidden = 128
 
@@ -82,6 +86,7 @@ def get_config(arg: str | None = None):
     config.log_every = 100
     config.eval_every = 300
     config.checkpoint_every = 300
+    config.num_steps = 0
     config.best_metric = {"multiclass": "accuracy", "multilabel": "micro_f1",
                           "segmentation": "miou", "translation": "mae"}[info.task]
     config.best_mode = "min" if info.task == "translation" else "max"
@@ -112,7 +117,5 @@ def get_config(arg: str | None = None):
         first_image = next((c for m, c in zip(modalities, counts, strict=True)
                             if info.modality_kinds[m] == "image"), None)
         model.tokens_per_modality = first_image if dense else min(counts)
-    select_fusion(config, args.fusion, dense=dense)
-    if "num_layers" in config.model.fusion and args.runlocal:
-        config.model.fusion.num_layers = 1
+    select_fusion(config, args.fusion, dense=dense)  # last: a baseline takes G's depth
     return config

@@ -34,21 +34,53 @@ Where it is silent or our code differs, we chose:
 
 from __future__ import annotations
 
-from experiments.common import IMAGE_ARGS, base_config, image_model, parse_arg
-from mango_jax.data.spec import get_spec
+from experiments.common import (
+    base_config,
+    check_data,
+    check_flow,
+    parse_arg,
+    select_fusion,
+    set_pretrained,
+    set_runlocal,
+)
+from mango_jax import flows
+from mango_jax.errors import ConfigError
+
+ARGS = {"sources": "reshading+edge_texture", "target": "rgb", "flow": "mango", "blocks": 12,
+        "latent": True, "fusion": "mango", "pretrained": "", "runlocal": False}
 
 
 def get_config(arg: str | None = None):
-    args = parse_arg(arg, {**IMAGE_ARGS, "sources": "reshading+edge_texture", "target": "rgb"})
+    args = parse_arg(arg, ARGS)
+    check_flow(args)
     config = base_config("taskonomy", "taskonomy")
     sources = tuple(args.sources.split("+"))
     if len(sources) != 2:
-        raise ValueError(f"sources={args.sources!r}: name two domains joined by '+', e.g. "
-                         "reshading+edge_texture")
+        raise ConfigError(f"sources={args.sources!r}: name two domains joined by '+', e.g. "
+                          "reshading+edge_texture")
     config.data.sources = sources  # One FieldReference with data.modalities.
     config.data.target = args.target
-    get_spec("taskonomy").validate(config.data)
+    check_data(config.data)
+    config.data.image_size = 256
 
+    # E: MAE ViT-B/16 per source, D = 768.
+    config.model.dim = 768
+    config.model.latent_model = args.latent
+    encoder = config.model.encoder
+    encoder.patch_size, encoder.depth, encoder.num_heads, encoder.mlp_ratio = 16, 12, 12, 4.0
+    set_pretrained(config, args.pretrained, dict.fromkeys(sources, "vit-mae-base"))
+    # G (its package defaults), λ and the head.
+    flow = config.model.fusion.flow
+    flow.layer = args.flow
+    flow.num_blocks = args.blocks
+    flow.block_pattern = flows.DEFAULT_BLOCK_PATTERN
+    flow.num_heads = 8
+    flow.coupling_hidden = 512
+    flow.ica_mixing_budget = 4.8
+    config.model.fusion.nll_weight = 0.01
+    config.model.decoder_width = 256
+
+    # TokenFusion's image-translation Adam.
     opt = config.optimizer
     opt.learning_rate = 2e-4
     opt.weight_decay = 0.0
@@ -56,6 +88,7 @@ def get_config(arg: str | None = None):
     opt.warmup_steps = 0
     opt.schedule = "constant"
     opt.grad_clip_norm = 1.0
+
     config.batch_size = 8
     config.eval_batch_size = 16
     config.num_steps = 0
@@ -66,7 +99,10 @@ def get_config(arg: str | None = None):
     config.best_metric = "mae"
     config.best_mode = "min"
     config.eval_splits = ("val",)
-    image_model(config, args)
+
     if args.runlocal:
+        set_runlocal(config)
+        config.data.image_size = 32
         config.data.load_size = 36
+    select_fusion(config, args.fusion, dense=True)  # last: a baseline takes G's depth
     return config
