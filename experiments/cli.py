@@ -14,12 +14,8 @@ import sys
 
 from absl import app, flags
 
-from experiments.common import WeightsNotFoundError
-from mango_jax.data.core import DataFormatError, DataNotFoundError
 from mango_jax.errors import ConfigError
 
-USER_ERRORS = (ConfigError, DataNotFoundError, DataFormatError, WeightsNotFoundError,
-               app.UsageError)
 # ml_collections' config_flags re-raises an error of get_config() with its traceback as text,
 # and reports a config file it cannot load when the config is first read.
 _IN_CONFIG_FILE = "Error whilst parsing config file"
@@ -37,9 +33,20 @@ def _chain(err: BaseException):
         err = err.__cause__ or err.__context__
 
 
+def user_errors() -> tuple[type[Exception], ...]:
+    """The exceptions that are a user's mistake (imported when one is raised: a command that
+    needs no dataset or JAX, like experiments.report, starts without them)."""
+    from experiments.common import WeightsNotFoundError
+    from mango_jax.data.core import DataFormatError, DataNotFoundError
+
+    return (ConfigError, DataNotFoundError, DataFormatError, WeightsNotFoundError,
+            app.UsageError)
+
+
 def user_error(err: BaseException) -> BaseException | None:
     """The innermost user mistake among `err` and the exceptions it was raised from."""
-    found = [e for e in _chain(err) if isinstance(e, USER_ERRORS)]
+    kinds = user_errors()
+    found = [e for e in _chain(err) if isinstance(e, kinds)]
     return found[-1] if found else None
 
 
@@ -57,34 +64,42 @@ def _unknown_field(err: AttributeError, argv: list[str]) -> str | None:
             + "; a run prints its config's fields at the start")
 
 
-def parse_flags(argv: list[str]) -> list[str]:
-    """absl's flag parsing, with the config file's and the flags' mistakes as one line."""
-    try:
-        return flags.FLAGS(argv)
-    except Exception as err:
-        user = user_error(err)
-        if user is not None:
-            fail(user)
-        if isinstance(err, flags.Error) and _IN_CONFIG_FILE not in str(err):
-            fail(str(err).splitlines()[0])
-        if isinstance(err, AttributeError) and (message := _unknown_field(err, argv)):
-            fail(message)
-        raise
+def mistake(err: BaseException, argv: list[str]) -> str | None:
+    """The one-line message for `err` when it is a user's mistake, else None (a bug)."""
+    user = user_error(err)
+    if user is not None:
+        return str(user)
+    if isinstance(err, flags.Error) and _IN_CONFIG_FILE not in str(err):
+        return str(err).splitlines()[0]
+    if isinstance(err, OSError) and _NO_CONFIG_FILE in str(err):
+        return ("--config: cannot load the config file: "
+                + str(err).strip().splitlines()[-1].strip())
+    if isinstance(err, AttributeError):
+        return _unknown_field(err, argv)
+    return None
 
 
 def run(main) -> None:
     """`absl.app.run(main)` where a user's mistake, while parsing the flags or in `main`, ends
     with one `error:` line and exit status 2."""
+    args = list(sys.argv)
+
+    def parse_flags(argv):
+        try:
+            return flags.FLAGS(argv)
+        except Exception as err:
+            message = mistake(err, argv)
+            if message is None:
+                raise
+            fail(message)
+
     def guarded(argv):
         try:
             return main(argv)
         except Exception as err:
-            user = user_error(err)
-            if user is not None:
-                fail(user)
-            if isinstance(err, OSError) and _NO_CONFIG_FILE in str(err):
-                fail("--config: cannot load the config file: "
-                     + str(err).strip().splitlines()[-1].strip())
-            raise
+            message = mistake(err, args)
+            if message is None:
+                raise
+            fail(message)
 
     app.run(guarded, flags_parser=parse_flags)

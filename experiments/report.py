@@ -61,6 +61,8 @@ from dataclasses import dataclass, field
 
 from absl import app, flags
 
+from experiments import cli
+
 SEG_DATASETS = ("nyudv2", "sunrgbd")
 SEG_METRICS = ("pixel_acc", "mean_acc", "miou")
 SEG_METRIC_NAMES = {"pixel_acc": "Pixel Acc. (%)", "mean_acc": "mAcc. (%)", "miou": "mIoU (%)"}
@@ -801,4 +803,4 @@ def main(argv, flag_values=flags.FLAGS) -> None:
 
 if __name__ == "__main__":
     define_flags()
-    app.run(main)
+    cli.run(main)
