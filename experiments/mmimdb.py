@@ -80,44 +80,25 @@ def get_config(arg: str | None = None):
         config.data.max_text_len = CONTEXT_LENGTH
 
     # E: MAE ViT-B/16 for the poster, a text transformer of its shape (or CLIP's) for the plot.
-    config.model.dim = 768
-    encoder = config.model.encoder
-    encoder.patch_size, encoder.depth, encoder.num_heads, encoder.mlp_ratio = 16, 12, 12, 4.0
-    encoder.text_max_len = config.data.max_text_len
+    # The poster's 16 x 10 patches are the token count; the plot is resampled to it.
+    config.model.update(dim=768, tokens_per_modality=160, head_dropout=0.1)
+    config.model.encoder.update(patch_size=16, depth=12, num_heads=12, mlp_ratio=4.0,
+                                text_max_len=config.data.max_text_len)
     set_pretrained(config, args.pretrained,
                    {"image": "vit-mae-base", "text": "clip-vit-base-patch16"})
-    config.model.tokens_per_modality = 160  # the poster's 16 x 10 patches
-    # G (its package defaults), λ and the head.
-    flow = config.model.fusion.flow
-    flow.layer = "mango"
-    flow.num_blocks = args.blocks
-    flow.block_pattern = flows.DEFAULT_BLOCK_PATTERN
-    flow.num_heads = 8
-    flow.coupling_hidden = 512
+    # G (at the package defaults) and λ.
     config.model.fusion.nll_weight = 0.01
-    config.model.head_dropout = 0.1
+    config.model.fusion.flow.update(
+        layer="mango", num_blocks=args.blocks, block_pattern=flows.DEFAULT_BLOCK_PATTERN,
+        num_heads=8, coupling_hidden=512)
 
-    # TokenFusion's AdamW, warm-up scaled to the shorter run.
-    opt = config.optimizer
-    opt.learning_rate = 6e-5
-    opt.weight_decay = 0.01
-    opt.b1, opt.b2, opt.eps = 0.9, 0.999, 1e-8
-    opt.warmup_steps = 300
-    opt.schedule = "poly"
-    opt.poly_power = 1.0
-    opt.end_lr_factor = 0.0
-    opt.grad_clip_norm = 1.0
-
-    config.batch_size = 128
-    config.eval_batch_size = 256
-    config.num_steps = 0
-    config.num_epochs = 50
-    config.log_every = 50
-    config.eval_every = 605
-    config.checkpoint_every = 605
-    config.best_metric = "micro_f1"
-    config.best_mode = "max"
-    config.eval_splits = ("val", "test")
+    # TokenFusion's AdamW, warm-up scaled to the shorter run; 50 epochs at batch 128.
+    config.optimizer.update(learning_rate=6e-5, weight_decay=0.01, b1=0.9, b2=0.999, eps=1e-8,
+                            warmup_steps=300, schedule="poly", poly_power=1.0,
+                            end_lr_factor=0.0, grad_clip_norm=1.0)
+    config.update(batch_size=128, eval_batch_size=256, num_steps=0, num_epochs=50,
+                  log_every=50, eval_every=605, checkpoint_every=605,
+                  best_metric="micro_f1", best_mode="max", eval_splits=("val", "test"))
 
     if args.runlocal:
         set_runlocal(config)

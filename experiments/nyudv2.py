@@ -77,43 +77,22 @@ def segmentation_config(dataset: str, arg: str | None):
     config.data.image_size = 256
 
     # E: MAE ViT-B/16 per modality; its width is the model's D, shared by G and the head.
-    config.model.dim = 768
-    config.model.latent_model = args.latent
-    encoder = config.model.encoder
-    encoder.patch_size, encoder.depth, encoder.num_heads, encoder.mlp_ratio = 16, 12, 12, 4.0
+    config.model.update(dim=768, latent_model=args.latent, decoder_width=256)
+    config.model.encoder.update(patch_size=16, depth=12, num_heads=12, mlp_ratio=4.0)
     set_pretrained(config, args.pretrained, {"rgb": "vit-mae-base", "depth": "vit-mae-base"})
-    # G, λ and the head.
+    # G and λ.
     config.model.fusion.nll_weight = 0.01
-    flow = config.model.fusion.flow
-    flow.layer = args.flow
-    flow.num_blocks = args.blocks
-    flow.block_pattern = PARTITION_PATTERNS[args.partitions]
-    flow.num_heads = 8
-    flow.coupling_hidden = 512
-    flow.ica_mixing_budget = 4.8
-    config.model.decoder_width = 256
+    config.model.fusion.flow.update(
+        layer=args.flow, num_blocks=args.blocks, block_pattern=PARTITION_PATTERNS[args.partitions],
+        num_heads=8, coupling_hidden=512, ica_mixing_budget=4.8)
 
-    # TokenFusion's AdamW.
-    opt = config.optimizer
-    opt.learning_rate = 6e-5
-    opt.weight_decay = 0.01
-    opt.b1, opt.b2, opt.eps = 0.9, 0.999, 1e-8
-    opt.warmup_steps = 1500
-    opt.schedule = "poly"
-    opt.poly_power = 1.0
-    opt.end_lr_factor = 0.0
-    opt.grad_clip_norm = 1.0
-
-    config.batch_size = 8
-    config.eval_batch_size = 16
-    config.num_steps = 40_000
-    config.num_epochs = 0  # num_steps is set
-    config.log_every = 100
-    config.eval_every = 2_000
-    config.checkpoint_every = 2_000
-    config.best_metric = "miou"
-    config.best_mode = "max"
-    config.eval_splits = ("test",)
+    # TokenFusion's AdamW; 40,000 steps at batch 8.
+    config.optimizer.update(learning_rate=6e-5, weight_decay=0.01, b1=0.9, b2=0.999, eps=1e-8,
+                            warmup_steps=1500, schedule="poly", poly_power=1.0,
+                            end_lr_factor=0.0, grad_clip_norm=1.0)
+    config.update(batch_size=8, eval_batch_size=16, num_steps=40_000, num_epochs=0,
+                  log_every=100, eval_every=2_000, checkpoint_every=2_000,
+                  best_metric="miou", best_mode="max", eval_splits=("test",))
 
     if args.runlocal:
         set_runlocal(config)

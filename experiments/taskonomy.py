@@ -63,42 +63,22 @@ def get_config(arg: str | None = None):
     check_data(config.data)
     config.data.image_size = 256
 
-    # E: MAE ViT-B/16 per source, D = 768.
-    config.model.dim = 768
-    config.model.latent_model = args.latent
-    encoder = config.model.encoder
-    encoder.patch_size, encoder.depth, encoder.num_heads, encoder.mlp_ratio = 16, 12, 12, 4.0
+    # E: MAE ViT-B/16 per source, D = 768; the dense decoder at width 256.
+    config.model.update(dim=768, latent_model=args.latent, decoder_width=256)
+    config.model.encoder.update(patch_size=16, depth=12, num_heads=12, mlp_ratio=4.0)
     set_pretrained(config, args.pretrained, dict.fromkeys(sources, "vit-mae-base"))
-    # G (its package defaults), λ and the head.
-    flow = config.model.fusion.flow
-    flow.layer = args.flow
-    flow.num_blocks = args.blocks
-    flow.block_pattern = flows.DEFAULT_BLOCK_PATTERN
-    flow.num_heads = 8
-    flow.coupling_hidden = 512
-    flow.ica_mixing_budget = 4.8
+    # G (at the package defaults) and λ.
     config.model.fusion.nll_weight = 0.01
-    config.model.decoder_width = 256
+    config.model.fusion.flow.update(
+        layer=args.flow, num_blocks=args.blocks, block_pattern=flows.DEFAULT_BLOCK_PATTERN,
+        num_heads=8, coupling_hidden=512, ica_mixing_budget=4.8)
 
-    # TokenFusion's image-translation Adam.
-    opt = config.optimizer
-    opt.learning_rate = 2e-4
-    opt.weight_decay = 0.0
-    opt.b1, opt.b2 = 0.5, 0.999
-    opt.warmup_steps = 0
-    opt.schedule = "constant"
-    opt.grad_clip_norm = 1.0
-
-    config.batch_size = 8
-    config.eval_batch_size = 16
-    config.num_steps = 0
-    config.num_epochs = 300
-    config.log_every = 125
-    config.eval_every = 625
-    config.checkpoint_every = 625
-    config.best_metric = "mae"
-    config.best_mode = "min"
-    config.eval_splits = ("val",)
+    # TokenFusion's image-translation Adam; 300 epochs at batch 8, validated every 5.
+    config.optimizer.update(learning_rate=2e-4, weight_decay=0.0, b1=0.5, b2=0.999,
+                            warmup_steps=0, schedule="constant", grad_clip_norm=1.0)
+    config.update(batch_size=8, eval_batch_size=16, num_steps=0, num_epochs=300,
+                  log_every=125, eval_every=625, checkpoint_every=625,
+                  best_metric="mae", best_mode="min", eval_splits=("val",))
 
     if args.runlocal:
         set_runlocal(config)
