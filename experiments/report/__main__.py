@@ -1,9 +1,8 @@
 """`python -m experiments.report --workdirs=... --out=...` (see the package docstring)."""
 
-from absl import app
-
+from experiments import cli
 from experiments.report import define_flags, main
 
 if __name__ == "__main__":
     define_flags()
-    app.run(main)
+    cli.run(main)
