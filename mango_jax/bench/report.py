@@ -43,6 +43,13 @@ def forward_record(params: dict[str, int], forward: xla.Program) -> dict:
             "forward_gmacs": None if forward.flops is None else forward.flops / 2e9}
 
 
+def inference_record(program: xla.Program, timing: Timing) -> dict:
+    """Inference at batch 1: median ms per image (Table 8's latency) and the build times."""
+    return {"inference": {**timing.as_dict(), "lower_s": program.lower_s,
+                          "compile_s": program.compile_s},
+            "inference_ms": 1e3 * timing.median}
+
+
 def train_record(program: xla.Program, timing: Timing, batch_size: int, *,
                  model_flops: float | None = None) -> dict:
     """One train step: FLOPs, build times, step time, throughput and memory.
@@ -64,6 +71,7 @@ def train_record(program: xla.Program, timing: Timing, batch_size: int, *,
 
 
 RATIO_KEYS = (("params_m", "params"), ("forward_gflops", "forward GFLOP"),
+              ("inference_ms", "inference ms"),
               ("train_step_gflops", "train-step GFLOP"), ("compile_s", "compile s"),
               ("step_ms", "step ms"), ("examples_per_s", "examples/s"),
               ("achieved_gflops_per_s", "achieved GFLOP/s"),

@@ -176,3 +176,12 @@ def test_paper_preset_is_the_documented_mapping():
     assert spec.model.dim == 384 and spec.model.encoder.depth == 7
     assert spec.model.encoder.patch_size == 16 and spec.model.fusion.flow.num_blocks == 12
     assert "depth 7" in spec.notes["encoder_mapping"]
+
+
+def test_table8_ratios_are_the_papers():
+    from experiments.bench import table8_ratios
+
+    ratios = table8_ratios(subjects.TABLE8)
+    assert ratios["mango / geminifusion"]["inference_ms"] == pytest.approx(144 / 153)
+    assert ratios["mango / geminifusion"]["forward_gmacs"] == pytest.approx(152 / 174)
+    assert ratios["mango / tokenfusion"]["params_m"] == pytest.approx(72.9 / 45.9)
