@@ -260,26 +260,8 @@ def measure_models(spec: subjects.Spec) -> dict:
            "ratios": ratios, "inverse": inverse_record, "load_before_timing": load_before}
     if spec.info.name == "nyudv2" and spec.info.modality_shapes["rgb"][:2] == (256, 256):
         out["table8"] = subjects.TABLE8
-        out["table8_ratios"] = table8_ratios(subjects.TABLE8)
+        out["table8_ratios"] = report.table8_ratios(subjects.TABLE8)
     return out
-
-
-# Our record's figure for each of Table 8's columns (its GFLOPs are multiply-adds).
-TABLE8_FIGURES = (("params_m", "params_m"), ("forward_gmacs", "gflops"),
-                  ("inference_ms", "inference_ms"))
-TABLE8_NAMES = {"geminifusion": "GeminiFusion", "tokenfusion": "TokenFusion"}
-
-
-# Table 8's columns as keys of our ratios (a ratio of multiply-adds is one of FLOPs).
-TABLE8_RATIO_KEYS = (("params_m", "params_m"), ("forward_gflops", "gflops"),
-                     ("inference_ms", "inference_ms"))
-
-
-def table8_ratios(table8: dict) -> dict:
-    """The paper's own ratios, MANGO over each method of Table 8, keyed like ours."""
-    return {f"mango / {name}": {ours: table8["MANGO"][its] / table8[paper][its]
-                                for ours, its in TABLE8_RATIO_KEYS}
-            for name, paper in TABLE8_NAMES.items()}
 
 
 def measure_sweep(spec: subjects.Spec) -> dict:
@@ -364,12 +346,10 @@ def print_tables(results: dict) -> None:
         log(report.table(
             ["", *(f"{n} (ours)" for n in ours), "T8 MANGO", "T8 GeminiFusion",
              "T8 TokenFusion"],
-            [["fusion layers", *(train[n].get("num_layers", "-") if n != "mango" else
-                                 results["inverse"]["size"]["num_blocks"] for n in ours),
-              None, None, None],
+            [["fusion layers", *(train[n]["num_layers"] for n in ours), None, None, None],
              *([label, *(train[n][key] for n in ours),
                 *(t8[m][its] for m in ("MANGO", "GeminiFusion", "TokenFusion"))]
-               for (key, its), label in zip(TABLE8_FIGURES,
+               for (key, its), label in zip(report.TABLE8_FIGURES,
                                             ("params (M)", "forward GMACs", "inference ms"),
                                             strict=True)),
              ["forward GFLOP (2/MAC)", *(train[n]["forward_gflops"] for n in ours),
@@ -379,8 +359,9 @@ def print_tables(results: dict) -> None:
             ["ratio", *(f"{k} ours" for k in pairs), *(f"{k} paper" for k in pairs)],
             [[label, *(results["ratios"][k][key] for k in pairs),
               *(paper_ratios[k][key] for k in pairs)]
-             for (key, _), label in zip(TABLE8_RATIO_KEYS, ("params", "forward GFLOPs",
-                                                            "inference ms"), strict=True)]))
+             for (key, _), label in zip(report.TABLE8_RATIO_KEYS,
+                                        ("params", "forward GFLOPs", "inference ms"),
+                                        strict=True)]))
     meta = results["meta"]
     log(f"\nTrain step, batch {meta['batch_size']}, {meta['compute_dtype']}, "
         f"{meta['device']['kind']} ({meta['cpu']['cores']} cores):")

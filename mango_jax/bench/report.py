@@ -92,6 +92,24 @@ def ratios(numerator: dict, denominator: dict) -> dict[str, float | None]:
     return out
 
 
+# Our record's figure for each of Table 8's columns (its GFLOPs are multiply-adds).
+TABLE8_FIGURES = (("params_m", "params_m"), ("forward_gmacs", "gflops"),
+                  ("inference_ms", "inference_ms"))
+TABLE8_NAMES = {"geminifusion": "GeminiFusion", "tokenfusion": "TokenFusion"}
+
+
+# Table 8's columns as keys of our ratios (a ratio of multiply-adds is one of FLOPs).
+TABLE8_RATIO_KEYS = (("params_m", "params_m"), ("forward_gflops", "gflops"),
+                     ("inference_ms", "inference_ms"))
+
+
+def table8_ratios(table8: dict) -> dict:
+    """The paper's own ratios, MANGO over each method of Table 8, keyed like ours."""
+    return {f"mango / {name}": {ours: table8["MANGO"][its] / table8[paper][its]
+                                for ours, its in TABLE8_RATIO_KEYS}
+            for name, paper in TABLE8_NAMES.items()}
+
+
 def bar(name: str, value: float | None, target: float, *, at_most: bool = False,
         note: str = "") -> dict:
     """One figure of the issue against its target (`at_most`: the value must not exceed it)."""
