@@ -50,7 +50,8 @@ _ROUNDS = flags.DEFINE_integer("rounds", 10, "Timed steps per measurement (media
 _WARMUP = flags.DEFINE_integer("warmup", 2, "Untimed steps before them.")
 _BATCH = flags.DEFINE_integer("batch_size", None, "Batch of the timed steps (default: setting's).")
 _DTYPE = flags.DEFINE_enum("compute_dtype", None, ["float32", "bfloat16"],
-                           "Compute dtype (default: setting's; bfloat16 on GPU).")
+                           "Compute dtype (default: the setting's; benchmarks/gpu_bench.sh "
+                           "passes bfloat16).")
 _SWEEP = flags.DEFINE_list("sweep", None, "Tokens per modality of the sweep (default: setting's; "
                            "'none' skips it).")
 _SWEEP_BLOCKS = flags.DEFINE_integer("sweep_blocks", None, "Flow blocks / transformer layers "
