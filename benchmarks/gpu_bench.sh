@@ -18,7 +18,12 @@ LIMIT_S=${LIMIT_S:-480}
 # The tests' 8 simulated CPU devices (tests/conftest.py) have no place here.
 export XLA_FLAGS=$(echo "${XLA_FLAGS:-}" | sed 's/--xla_force_host_platform_device_count=[0-9]*//')
 
-device=$("$PY" -c 'import jax; d = jax.devices()[0]; print(d.platform, d.device_kind)' 2>/dev/null)
+if ! device=$("$PY" -c 'import jax; d = jax.devices()[0]; print(d.platform, d.device_kind)' \
+    2>/dev/null); then
+  echo "error: $PY cannot import jax; run \`make setup\` or set PY to a Python with mango_jax" \
+       "installed" >&2
+  exit 2
+fi
 platform=${device%% *}
 kind=$(echo "${device#* }" | tr -c 'A-Za-z0-9\n' '_')
 if [ "$platform" != gpu ] && [ -z "${ALLOW_CPU:-}" ]; then
@@ -30,4 +35,4 @@ out=benchmarks/${PRESET}_${kind}.json
 start=$(date +%s)
 timeout "$LIMIT_S" "$PY" -m experiments.bench --preset="$PRESET" --compute_dtype=bfloat16 \
   --batch_size="$BATCH" --sweep="$SWEEP" --out="$out" "$@"
-echo "gpu_bench: $(( $(date +%s) - start )) s on $device; wrote $out"
+echo "gpu_bench: $(( $(date +%s) - start )) s on $device"
