@@ -191,3 +191,11 @@ TABLE8 = (  # Appendix: computational cost on NYUDv2 (256 × 256 inputs).
 def table8_cost(family: str) -> Table8Row:
     """Table 8's row of a fusion family ('mango', 'geminifusion', 'tokenfusion')."""
     return next(r for r in TABLE8 if r.family == family)
+
+
+def table8_costs() -> dict[str, dict[str, float]]:
+    """Table 8's cost columns by method name (MANGO, GeminiFusion, TokenFusion), as the bench
+    writes them beside its own measurements."""
+    return {row.method.split(" [")[0]: {"params_m": row.params_m, "gflops": float(row.gflops),
+                                        "inference_ms": float(row.inference_ms)}
+            for row in TABLE8}

@@ -36,7 +36,8 @@ class Results:
       rows of a family that has several (Table 1's TokenFusion Tiny / Small).
     params: trainable parameters of the whole model. steps: training steps done.
     train_time_s: wall time of training (None for `--mode=eval`). eval_time_s: of the final
-      evaluation. devices: platform, device kind and counts the run used.
+      evaluation. wall_time_s: of the whole run up to writing the file; compile_s: the XLA
+      compilation within it. devices: platform, device kind and counts the run used.
     config: the run's config as saved in `config.json` (with its `version`).
     """
 
@@ -53,6 +54,8 @@ class Results:
     steps: int | None = None
     train_time_s: float | None = None
     eval_time_s: float | None = None
+    wall_time_s: float | None = None
+    compile_s: float | None = None
     devices: dict[str, Any] = dataclasses.field(default_factory=dict)
     config: dict[str, Any] = dataclasses.field(default_factory=dict)
     schema_version: int = SCHEMA_VERSION

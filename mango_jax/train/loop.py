@@ -8,6 +8,7 @@ CPU, a GPU box or a TPU pod slice, and the training data does not depend on the 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -55,6 +56,27 @@ def prepare_data(data_config) -> None:
     if jax.process_count() > 1:
         multihost_utils.sync_global_devices("mango_jax: data prepared")
         data.ensure_prepared(data_config)
+
+
+_COMPILE_EVENT = "/jax/core/compile/backend_compile_duration"
+
+
+@contextlib.contextmanager
+def compile_clock():
+    """Yields a dict whose `compile_s` grows by the seconds XLA spends compiling programs
+    (train, eval and every other jit; JAX's backend-compile events) while the context is open:
+    how much of a short run's wall time is compilation."""
+    clock = {"compile_s": 0.0}
+
+    def listen(event: str, seconds: float, **_):
+        if event == _COMPILE_EVENT:
+            clock["compile_s"] += seconds
+
+    jax.monitoring.register_event_duration_secs_listener(listen)
+    try:
+        yield clock
+    finally:
+        jax.monitoring.unregister_event_duration_listener(listen)
 
 
 def total_steps(config, info) -> int:
@@ -248,14 +270,17 @@ def train(config, workdir: str) -> Trainer:
     return trainer
 
 
-def evaluate_and_report(trainer: Trainer, workdir: str, *, train_time: float | None) -> Results:
+def evaluate_and_report(trainer: Trainer, workdir: str, *, train_time: float | None,
+                        clock: dict | None = None, start: float | None = None) -> Results:
     """Evaluates every split, writes results.json (`mango_jax.results.Results`) and the plots
     (process 0). What is particular to the fusion method is what its `describe()` and
-    `diagnostics()` return (FusionModule)."""
+    `diagnostics()` return (FusionModule). `wall_time_s` (from `start`, a
+    `time.perf_counter()`) and `compile_s` (`compile_clock`'s) cover the run up to writing
+    results.json."""
     config = trainer.config
-    start = time.perf_counter()
+    eval_start = time.perf_counter()
     splits = {split: trainer.evaluate(split) for split in config.eval_splits}
-    eval_time = time.perf_counter() - start
+    eval_time = time.perf_counter() - eval_start
     writer = MetricWriter(workdir, active=is_main_process())
     for split, metrics in splits.items():
         writer.write(trainer.step, f"final_{split}", metrics)
@@ -279,6 +304,10 @@ def evaluate_and_report(trainer: Trainer, workdir: str, *, train_time: float | N
             batch = next(iter(data.make_iterator(config.data, "val", batch_size=2, train=False,
                                                  seed=0, shard_by_process=False)))
             results.diagnostics = model.fusion.diagnostics(model, batch, workdir, splits)
+    if start is not None:
+        results.wall_time_s = time.perf_counter() - start
+    if clock is not None:
+        results.compile_s = clock["compile_s"]
     if is_main_process():
         results.save(os.path.join(workdir, "results.json"))
         plots.plot_curves(workdir, sorted(trainer.evaluator.finalize(trainer.evaluator.init())))
@@ -296,15 +325,21 @@ def run(config, workdir: str, mode: str = "train_and_eval") -> Results | None:
     if mode not in ("train", "eval", "train_and_eval"):
         raise ValueError(f"mode={mode!r}; expected train, eval or train_and_eval")
     start = time.perf_counter()
-    if mode == "eval":
-        trainer = Trainer(config, workdir)
-        if not trainer.resume(set_aside_unreadable=False):
-            raise FileNotFoundError(f"no checkpoint in {workdir}/checkpoints to evaluate; "
-                                    "train first (--mode=train_and_eval)")
-        trainer.close()
-        return evaluate_and_report(trainer, workdir, train_time=None)
-    trainer = train(config, workdir)
-    if mode == "train":
-        return None
-    return evaluate_and_report(trainer, workdir, train_time=time.perf_counter() - start)
+    with compile_clock() as clock:
+        if mode == "eval":
+            trainer = Trainer(config, workdir)
+            if not trainer.resume(set_aside_unreadable=False):
+                raise FileNotFoundError(f"no checkpoint in {workdir}/checkpoints to evaluate; "
+                                        "train first (--mode=train_and_eval)")
+            trainer.close()
+            results = evaluate_and_report(trainer, workdir, train_time=None, clock=clock,
+                                          start=start)
+        else:
+            trainer = train(config, workdir)
+            results = None if mode == "train" else evaluate_and_report(
+                trainer, workdir, train_time=time.perf_counter() - start, clock=clock,
+                start=start)
+    log(f"Wall time {time.perf_counter() - start:.1f} s, of which XLA compilation "
+        f"{clock['compile_s']:.1f} s")
+    return results
 

@@ -53,6 +53,8 @@ def test_train_eval_resume(method, layer, mfeat_data_dir, tmp_path, capsys):
     meta = trained["meta"]
     assert (meta["fusion"], meta["steps"], meta["experiment"]) == (method, STEPS, "mfeat")
     assert meta["sources"] == ["pix", "fou"] and meta["params"] > 0
+    assert 0 < meta["compile_s"] < meta["wall_time_s"] and meta["train_time_s"] <= meta[
+        "wall_time_s"]
     assert set(trained) == {"val", "meta"} and 0.0 <= trained["val"]["accuracy"] <= 1.0
     is_mango = method == "mango"
     assert ("nll_bpd" in trained["val"]) == is_mango
