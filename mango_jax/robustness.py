@@ -18,16 +18,18 @@ Detectors separate each level's corrupted test examples from the same examples c
 higher score = flagged): every method's maximum-softmax probability (Hendrycks & Gimpel 2017;
 multi-class: max p; multi-label: mean of max(p, 1 − p); segmentation: mean over pixels), and
 for flows the raw NLL, the typicality test |NLL − mean train NLL| (Nalisnick et al. 2019) and
-two cross-modal consistency scores that only a joint density gives: `cross_modal_distance`
-(mean squared distance of each modality's tokens to the flow's imputation of them from the
-other one) and `conditional_nll` (log p(F_A, F̂_B) − log p(F_A, F_B) plus the same for A: the
-likelihood lost against the imputation, a Laplace-style estimate of −log p(F_B | F_A) − log
-p(F_A | F_B) up to constants). Robustness scores follow MultiBench: relative robustness is the
-trapezoid area under the metric-vs-level curve; effective robustness is
-Σ_levels f − (LF + f₀ − LF₀) against a late-fusion run's curve LF.
+two cross-modal consistency scores that only a joint density gives, which ask whether the
+modality under test agrees with the other one: `cross_modal_distance` (mean squared distance
+of its tokens F_B to the flow's imputation F̂_B from F_A) and `conditional_nll`
+(log p(F_A, F̂_B) − log p(F_A, F_B): the likelihood lost against the imputation, a
+Laplace-style estimate of −log p(F_B | F_A) up to a constant). The imputation from the clean
+modality is computed once, so the per-level cost is one forward pass. Robustness scores
+follow MultiBench: relative robustness is the trapezoid area under the metric-vs-level curve;
+effective robustness is Σ_levels f − (LF + f₀ − LF₀) against a late-fusion run's curve LF.
 
 Everything runs in a few jitted programs: one forward (features, prediction and, for flows,
-likelihoods and both imputations) serves every level, corruption and modality.
+log p(F)) serves every level, corruption and modality; the imputation runs on the clean val
+and test splits only.
 """
 
 from __future__ import annotations
@@ -65,8 +67,8 @@ def default_config() -> ml_collections.ConfigDict:
     config = ml_collections.ConfigDict()
     config.num_levels = 11
     config.strategies = STRATEGIES
-    config.impute_steps = 100
-    config.impute_step_size = 0.05
+    config.impute_steps = 30
+    config.impute_step_size = 0.1
     config.batch_size = 1000
     config.stats_examples = 4096
     config.seed = 0
@@ -167,7 +169,7 @@ def input_stats(examples: dict[str, np.ndarray], modality: str) -> corruptions.I
 def _chunks(examples: dict[str, np.ndarray], size: int):
     """Fixed-size chunks (the last one padded by repetition, so one program serves all) and
     each chunk's count of real rows."""
-    n = len(examples["mask"])
+    n = len(next(iter(examples.values())))
     size = min(size, n)
     for start in range(0, n, size):
         idx = np.arange(start, start + size) % n
@@ -178,17 +180,17 @@ def _chunks(examples: dict[str, np.ndarray], size: int):
 
 
 class _Programs:
-    """The jitted programs of one model: `forward` (features, prediction, max-softmax and,
-    for flows, likelihoods and imputations), `head` (prediction from given tokens) and the
-    corruptions."""
+    """The jitted programs of one model: `forward` (features, prediction, max-softmax and, for
+    flows, log p(F)), `impute` (flows: each modality's imputation from the other and the
+    likelihood at it) and `head` (prediction from given tokens)."""
 
     def __init__(self, model, task: str, settings):
         graphdef, state = nnx.split(model)
-        self.state, self.task = state, task
+        self.state = state
         self.is_flow = hasattr(model.fusion, "impute")
         modalities = model.modalities
 
-        def forward(state, batch, init_a, init_b):
+        def forward(state, batch):
             model = nnx.merge(graphdef, state)
             inputs = {k: v for k, v in batch.items() if k in modalities or k.endswith("_mask")}
             a, b = model.features(inputs)
@@ -197,28 +199,17 @@ class _Programs:
             if task != "translation":
                 out["msp"] = max_softmax(task, prediction)
             if self.is_flow:
-                fusion = model.fusion
-                kw = dict(steps=settings.impute_steps, step_size=settings.impute_step_size,
-                          project=fixed_scale)
-                b_hat = fusion.impute(a, jnp.broadcast_to(init_b, b.shape), missing="b", **kw)
-                a_hat = fusion.impute(b, jnp.broadcast_to(init_a, a.shape), missing="a", **kw)
-                ll = fusion.log_likelihood(a, b)
-                ll_b = fusion.log_likelihood(a, b_hat)
-                ll_a = fusion.log_likelihood(a_hat, b)
-                out.update(ll=ll, a_hat=a_hat, b_hat=b_hat,
-                           cross_modal_distance=jnp.mean((b - b_hat) ** 2, (1, 2))
-                           + jnp.mean((a - a_hat) ** 2, (1, 2)),
-                           conditional_nll=(ll_b - ll) + (ll_a - ll))
-            return out
-
-        def features(state, batch):
-            model = nnx.merge(graphdef, state)
-            inputs = {k: v for k, v in batch.items() if k in modalities or k.endswith("_mask")}
-            a, b = model.features(inputs)
-            out = {"a": a, "b": b}
-            if self.is_flow:
                 out["ll"] = model.fusion.log_likelihood(a, b)
             return out
+
+        def impute(state, a, b, init_a, init_b):
+            fusion = nnx.merge(graphdef, state).fusion
+            kw = dict(steps=settings.impute_steps, step_size=settings.impute_step_size,
+                      project=fixed_scale)
+            b_hat = fusion.impute(a, jnp.broadcast_to(init_b, b.shape), missing="b", **kw)
+            a_hat = fusion.impute(b, jnp.broadcast_to(init_a, a.shape), missing="a", **kw)
+            return {"a_hat": a_hat, "b_hat": b_hat, "ll_a_hat": fusion.log_likelihood(a_hat, b),
+                    "ll_b_hat": fusion.log_likelihood(a, b_hat)}
 
         def head(state, a, b):
             return nnx.merge(graphdef, state).from_features(a, b).prediction.astype(jnp.float32)
@@ -226,29 +217,29 @@ class _Programs:
         def corrupt(name, x, level, key, stats, mask):
             return corruptions.corrupt(name, x, level, key, stats, mask)
 
-        self.forward = jax.jit(forward)
-        self.features = jax.jit(features)
-        self.head = jax.jit(head)
+        self._forward, self._impute = jax.jit(forward), jax.jit(impute)
+        self._head = jax.jit(head)
         self.corrupt = jax.jit(corrupt, static_argnums=0)
 
-    def run(self, examples, size, init_a=None, init_b=None, keep=None) -> dict[str, np.ndarray]:
-        """`forward` (`features` when no imputation start is given) over all examples in
-        fixed-size chunks; host arrays (only the `keep` keys)."""
+    def _map(self, fn, arrays: dict, size: int, keep=None) -> dict[str, np.ndarray]:
+        """`fn(state, chunk)` over all rows in fixed-size chunks; host arrays (`keep` keys)."""
         parts = []
-        for chunk, real in _chunks(examples, size):
-            out = (self.features(self.state, chunk) if init_a is None
-                   else self.forward(self.state, chunk, init_a, init_b))
+        for chunk, real in _chunks(arrays, size):
+            out = fn(self.state, chunk)
             parts.append({k: np.asarray(v)[:real] for k, v in out.items()
                           if keep is None or k in keep})
         return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
 
+    def forward(self, examples, size, keep=None):
+        return self._map(self._forward, examples, size, keep)
+
+    def impute(self, a, b, init_a, init_b, size):
+        return self._map(lambda state, c: self._impute(state, c["a"], c["b"], init_a, init_b),
+                         {"a": a, "b": b}, size)
+
     def predict(self, a, b, size) -> np.ndarray:
-        n = len(a)
-        parts = []
-        for start in range(0, n, size):
-            idx = np.arange(start, start + size) % n if n >= size else np.arange(n)
-            parts.append(np.asarray(self.head(self.state, a[idx], b[idx]))[:min(size, n - start)])
-        return np.concatenate(parts)
+        return self._map(lambda state, c: {"p": self._head(state, c["a"], c["b"])},
+                         {"a": a, "b": b}, size)["p"]
 
 
 def _metric(evaluator, prediction, examples) -> float:
@@ -261,16 +252,18 @@ def _metric(evaluator, prediction, examples) -> float:
     return float(evaluator.finalize(state)[evaluator.metric_names[0]])
 
 
-def _detector_scores(out: dict, typical_nll: float | None) -> dict[str, np.ndarray]:
-    """Per example, higher = more likely corrupted."""
+def _detector_scores(out: dict, clean: dict, side: str,
+                     typical_nll: float | None) -> dict[str, np.ndarray]:
+    """Per example, higher = more likely corrupted, for modality `side` ('a' | 'b') under
+    test; `clean` holds the flow's imputation of that modality from the other, clean one."""
     scores = {}
     if "msp" in out:
         scores["max_softmax"] = -out["msp"]
     if "ll" in out:
         scores["nll"] = -out["ll"]
         scores["typicality"] = np.abs(-out["ll"] - typical_nll)
-        scores["cross_modal_distance"] = out["cross_modal_distance"]
-        scores["conditional_nll"] = out["conditional_nll"]
+        scores["cross_modal_distance"] = np.mean((out[side] - clean[f"{side}_hat"]) ** 2, (1, 2))
+        scores["conditional_nll"] = clean[f"ll_{side}_hat"] - out["ll"]
     return scores
 
 
@@ -295,7 +288,7 @@ def evaluate(predictor, *, config: ml_collections.ConfigDict | None = None,
              if info.modality_kinds[m] != "tokens"}
 
     # Train-split token means (latent filling, imputation start) and typical NLL.
-    train_out = programs.run(train, size)
+    train_out = programs.forward(train, size, keep=("a", "b", "ll"))
     token_mean = {"a": train_out["a"].mean(0, keepdims=True),
                   "b": train_out["b"].mean(0, keepdims=True)}
     typical_nll = float(np.mean(-train_out["ll"])) if "ll" in train_out else None
@@ -313,7 +306,10 @@ def evaluate(predictor, *, config: ml_collections.ConfigDict | None = None,
 
     clean = {}
     for split, examples in splits.items():
-        clean[split] = programs.run(examples, size, init_a, init_b)
+        clean[split] = programs.forward(examples, size)
+        if programs.is_flow:
+            clean[split].update(programs.impute(clean[split]["a"], clean[split]["b"], init_a,
+                                                init_b, size))
         result["clean"][split] = _metric(evaluator, clean[split]["prediction"], examples)
 
     # Missing modalities.
@@ -334,8 +330,7 @@ def evaluate(predictor, *, config: ml_collections.ConfigDict | None = None,
                         filled[m] = np.zeros_like(examples[m])
                         if f"{m}_mask" in filled:
                             filled[f"{m}_mask"] = np.zeros_like(filled[f"{m}_mask"])
-                    pred = programs.run(filled, size, init_a, init_b,
-                                        keep=("prediction",))["prediction"]
+                    pred = programs.forward(filled, size, keep=("prediction",))["prediction"]
                 else:
                     fill = {"latent_zeros": np.zeros_like(out[side]),
                             "latent_mean": np.broadcast_to(token_mean[side],
@@ -351,10 +346,10 @@ def evaluate(predictor, *, config: ml_collections.ConfigDict | None = None,
 
     # Corruptions of each modality, the other clean.
     test = splits["test"]
-    clean_scores = _detector_scores(clean["test"], typical_nll)
     key = jax.random.key(int(settings_.seed))
     for index, m in enumerate(modalities):
-        kind = corruptions.input_kind(info, m)
+        kind, side = corruptions.input_kind(info, m), "ab"[index]
+        clean_scores = _detector_scores(clean["test"], clean["test"], side, typical_nll)
         result["corruptions"][m] = {}
         for c_index, name in enumerate(corruptions.KINDS[kind]):
             curve, msp, aurocs = [], [], {d: [] for d in clean_scores}
@@ -368,12 +363,10 @@ def evaluate(predictor, *, config: ml_collections.ConfigDict | None = None,
                 corrupted = {**test, m: np.asarray(x)}
                 if mask is not None:
                     corrupted[f"{m}_mask"] = np.asarray(mask)
-                out = programs.run(corrupted, size, init_a, init_b,
-                                   keep=("prediction", "msp", "ll", "cross_modal_distance",
-                                         "conditional_nll"))
+                out = programs.forward(corrupted, size, keep=("prediction", "msp", "ll", side))
                 curve.append(_metric(evaluator, out["prediction"], test))
                 msp.append(float(np.mean(out["msp"])))
-                for d, s in _detector_scores(out, typical_nll).items():
+                for d, s in _detector_scores(out, clean["test"], side, typical_nll).items():
                     aurocs[d].append(auroc(clean_scores[d], s))
             result["corruptions"][m][name] = {
                 "metric": curve, "max_softmax": msp, "auroc": aurocs,
