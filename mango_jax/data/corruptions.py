@@ -76,7 +76,7 @@ def contrast(x, level, key, stats: InputStats):
     image)."""
     del key, stats
     m = jnp.mean(x, axis=tuple(range(1, x.ndim - 1)), keepdims=True)
-    return (m + (1.0 - level) * (x - m)).astype(x.dtype)
+    return (x + level * (m - x)).astype(x.dtype)  # Exactly x at p = 0.
 
 
 def depth_noise(x, level, key, stats: InputStats):

@@ -10,11 +10,14 @@ from flowtest import small_config
 from mango_jax import flows
 from mango_jax.flows.impute import conditional_mode
 
+STEPS = 200
+
 
 def test_flow_imputation_approaches_the_gaussian_conditional_mean():
     """G alone on a linear-Gaussian joint: x_A ~ N(0, I), x_B = W x_A + 0.3 ε, so the mode of
     p(x_B | x_A) is W x_A. The imputation error falls as G is trained by maximum likelihood."""
-    config = small_config(num_blocks=2, block_pattern=("mmca_ab", "mmca_ba", "coupling"))
+    config = small_config(num_blocks=2, dim=4, num_heads=1, tokens_per_modality=(2, 2),
+                          block_pattern=("mmca_ab", "mmca_ba", "coupling"))
     m, k = flows.token_counts(config)
     d = config.dim
     flow = flows.build(config, rngs=nnx.Rngs(0))
@@ -55,7 +58,7 @@ def test_flow_imputation_approaches_the_gaussian_conditional_mean():
 
     errors, opt_state = [error(state)], opt.init(state)
     for _ in range(2):
-        for _step in range(150):
+        for _step in range(STEPS):
             state, opt_state = train(state, opt_state, *sample(128))
         errors.append(error(state))
     scale = float(np.mean(exact ** 2))
