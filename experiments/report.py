@@ -780,9 +780,27 @@ def write_report(patterns: Iterable[str], out: str) -> list[Table]:
             f.write(md)
         t.write_csv(os.path.join(out, f"{t.key}.csv"))
         parts += [md]
+    parts += robustness_section(patterns)
     with open(os.path.join(out, "report.md"), "w") as f:
         f.write("\n".join(parts))
     return tables
+
+
+def robustness_section(patterns: Iterable[str]) -> list[str]:
+    """The runs' `robustness.json` (`python -m experiments.robustness`) as one table."""
+    from mango_jax import robustness
+
+    found = {}
+    for p in expand(patterns):
+        path = os.path.join(os.path.dirname(p) if p.endswith(".json") else p, "robustness.json")
+        if os.path.isfile(path):
+            with open(path) as f:
+                found[os.path.basename(os.path.dirname(os.path.abspath(path)))] = json.load(f)
+    groups = {}  # One table per pair of modalities.
+    for name, r in found.items():
+        groups.setdefault(tuple(r["modalities"]), {})[name] = r
+    return (["## Robustness to corrupted and missing modalities", ""] if groups else []) + [
+        robustness.markdown(*robustness.table(g)[:2]) for g in groups.values()]
 
 
 def define_flags(flag_values=flags.FLAGS) -> None:

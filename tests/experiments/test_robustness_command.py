@@ -66,3 +66,7 @@ def test_command_writes_every_promised_file(runs, mfeat_data_dir, tmp_path):
     assert set(combined["normalised"]["relative_robustness"].values()) <= {0.0, 1.0, None}
     assert (tmp_path / "robustness.md").read_text().count("\n") == 4
     assert (tmp_path / "robustness_pix.png").is_file()
+    from experiments.report import robustness_section  # experiments.report collects them.
+
+    section = robustness_section([runs["mango"], runs["late"]])
+    assert section[0].startswith("## Robustness") and section[2].count("\n") == 4
