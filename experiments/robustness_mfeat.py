@@ -3,8 +3,9 @@
     python -m experiments.robustness_mfeat [--root=runs/robustness] [--out=benchmarks]
 
 Trains (one after another, skipping finished runs) MANGO, late fusion, the unimodal models on
-each view and further baselines at the `experiments/mfeat.py` defaults, then runs
-`python -m experiments.robustness` on all of them against the late-fusion run and writes
+each view (uni_a: pix, uni_b: fou) and further baselines at the `experiments/mfeat.py`
+defaults, then runs `python -m experiments.robustness` on all of them against the late-fusion
+run and writes
 `<out>/robustness_mfeat_cpu.json` (the combined result), `.txt` (the table) and
 `robustness_mfeat_<modality>.png`.
 """
@@ -22,9 +23,9 @@ from absl import app, flags
 RUNS = {
     "mango": ["--config=experiments/mfeat.py:fusion=mango"],
     "late": ["--config=experiments/mfeat.py:fusion=late"],
-    "unimodal_pix": ["--config=experiments/mfeat.py:fusion=unimodal",
+    "uni_a": ["--config=experiments/mfeat.py:fusion=unimodal",
                      "--config.model.fusion.modality=a"],
-    "unimodal_fou": ["--config=experiments/mfeat.py:fusion=unimodal",
+    "uni_b": ["--config=experiments/mfeat.py:fusion=unimodal",
                      "--config.model.fusion.modality=b"],
     "concat": ["--config=experiments/mfeat.py:fusion=concat"],
     "gmu": ["--config=experiments/mfeat.py:fusion=gmu"],

@@ -20,6 +20,7 @@ def train(workdir, data_dir, fusion):
     config.data.data_dir = data_dir
     config.num_steps = 3
     config.eval_every = 0
+    config.robustness.update(num_levels=3, impute_steps=2)  # Fast; the levels span [0, 1].
     loop.run(config, workdir)
 
 
