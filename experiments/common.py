@@ -17,7 +17,7 @@ import os
 
 import ml_collections
 
-from mango_jax import data, flows, fusion, model
+from mango_jax import data, flows, fusion, model, robustness
 from mango_jax.errors import ConfigError
 from mango_jax.train import optim
 
@@ -78,6 +78,7 @@ def base_config(experiment: str, dataset: str) -> ml_collections.ConfigDict:
     config.compare = ()
     config.inception_weights = ml_collections.config_dict.placeholder(str)
     config.dense_task = False
+    config.robustness = robustness.default_config()  # python -m experiments.robustness
     return config
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import glob
+import json
 import logging
 import os
 from collections.abc import Iterable
@@ -20,6 +21,7 @@ class Run:
 
     name: str  # its workdir
     results: Results
+    robustness: dict | None = None  # its robustness.json (experiments.robustness), if any
 
     @property
     def experiment(self) -> str:
@@ -100,6 +102,14 @@ def expand(patterns: Iterable[str]) -> list[str]:
     return paths
 
 
+def _robustness(workdir: str) -> dict | None:
+    path = os.path.join(workdir, "robustness.json")
+    if not os.path.isfile(path):
+        return None
+    with open(path) as f:
+        return json.load(f)
+
+
 def load_runs(patterns: Iterable[str]) -> tuple[list[Run], list[str]]:
     """Reads every `results.json`; returns the runs and the reasons paths were skipped."""
     runs, skipped = [], []
@@ -114,7 +124,7 @@ def load_runs(patterns: Iterable[str]) -> tuple[list[Run], list[str]]:
             skipped.append(f"{file}: unreadable ({e})")
             continue
         name = os.path.normpath(os.path.dirname(file) if os.path.isfile(path) else path)
-        runs.append(Run(name=name, results=results))
+        runs.append(Run(name=name, results=results, robustness=_robustness(name)))
     for s in skipped:
         logging.warning("skipped %s", s)
     return runs, skipped

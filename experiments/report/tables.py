@@ -13,6 +13,7 @@ from collections.abc import Sequence
 
 from experiments.report.load import Run
 from mango_jax import paper
+from mango_jax import robustness as robustness_lib
 
 SEG_METRICS = ("pixel_acc", "mean_acc", "miou")
 SEG_METRIC_NAMES = {"pixel_acc": "Pixel Acc. (%)", "mean_acc": "mAcc. (%)", "miou": "mIoU (%)"}
@@ -366,8 +367,29 @@ def runs_table(runs: Sequence[Run]) -> Table:
     return t
 
 
-TABLES = (table1, table2, table3, table4, table5, table6, table8, runs_table)
+def robustness_tables(runs: Sequence[Run]) -> list[Table]:
+    """The runs' `robustness.json` (`python -m experiments.robustness`): one table per pair of
+    modalities, none when no run has one."""
+    groups = {}
+    for r in runs:
+        if r.robustness:
+            groups.setdefault(tuple(r.robustness["modalities"]), {})[r.name] = r.robustness
+    out = []
+    for modalities, found in groups.items():
+        head, rows, _ = robustness_lib.table(found)
+        out.append(Table(f"robustness_{'_'.join(modalities)}",
+                         f"Robustness to corrupted and missing modalities "
+                         f"({' + '.join(modalities)})", head, [list(row) for row in rows]))
+    return out
+
+
+# Each builder returns a table or a list of them.
+TABLES = (table1, table2, table3, table4, table5, table6, table8, runs_table, robustness_tables)
 
 
 def build_tables(runs: Sequence[Run]) -> list[Table]:
-    return [make(runs) for make in TABLES]
+    built = []
+    for make in TABLES:
+        made = make(runs)
+        built += made if isinstance(made, list) else [made]
+    return built

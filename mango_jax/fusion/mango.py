@@ -22,6 +22,7 @@ from flax import nnx
 
 from mango_jax import flows
 from mango_jax.flows.glow import initialize_actnorms
+from mango_jax.flows.impute import conditional_mode
 from mango_jax.flows.mango import ICA_KINDS
 from mango_jax.fusion.base import FusionModule, FusionOutput, output, register
 
@@ -60,6 +61,15 @@ class MangoFusion(FusionModule):
     def log_likelihood(self, a, b) -> jax.Array:
         """`[B]` log p(F) in nats of the features F = [a, b] under G and its Gaussian prior."""
         return flows.log_likelihood(*self.flow(jnp.concatenate([a, b], axis=1)))
+
+    def impute(self, known, init, *, missing: str, steps: int, step_size: float,
+               project=None) -> jax.Array:
+        """The missing modality's tokens `argmax log p(F_A, F_B)` with the other one `known`,
+        by gradient ascent from `init` (`mango_jax.flows.impute.conditional_mode`); the
+        model passes `project=fixed_scale` to keep them scale-fixed."""
+        return conditional_mode(lambda x: flows.log_likelihood(*self.flow(x)), known, init,
+                                missing=missing, steps=steps, step_size=step_size,
+                                project=project)
 
     def needs_data_init(self) -> bool:
         return self.has_actnorm
