@@ -19,7 +19,7 @@ import time
 from absl import app, flags
 
 import mango_jax
-from experiments.report import expand
+from experiments.report.load import expand
 from mango_jax import robustness
 
 FILE = "robustness.json"
