@@ -16,9 +16,10 @@ import pytest
 from main_runner import run_main
 
 import mango_jax
-from experiments import mfeat, report
+from experiments import cli, mfeat, report
 from mango_jax import data, migrate
 from mango_jax.results import SCHEMA_VERSION, Results
+from mango_jax.train.checkpoint import CheckpointError
 
 FIXTURE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "fixtures",
                        "mfeat_glow_v0")
@@ -173,9 +174,11 @@ def test_unreadable_latest_checkpoint_falls_back_to_the_previous(old_run, mfeat_
 
     for step in (6, MORE_STEPS):
         overwrite_array_data(os.path.join(old_run, "checkpoints", str(step)))
-    with pytest.raises(SystemExit) as exit_:
+    with pytest.raises(CheckpointError) as raised:
         main(old_run, mfeat_data_dir, "--mode=eval")
-    lines = str(exit_.value).splitlines()
-    assert lines[0] == "error: no checkpoint can be read:"
+    # The command prints it after `error: ` and exits with status 2 (experiments.cli).
+    assert cli.mistake(raised.value, []) == str(raised.value)
+    lines = str(raised.value).splitlines()
+    assert lines[0] == "no checkpoint can be read:"
     assert [line.split(" cannot be read: ")[0] for line in lines[1:3]] == [
         f"checkpoint step {s} at {old_run}/checkpoints/{s}" for s in (MORE_STEPS, 6)]
