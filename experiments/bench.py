@@ -1,15 +1,21 @@
-"""Speed and memory of MANGO against a plain pre-LN transformer fusion, measured in one run.
+"""Speed and memory of MANGO against reference fusions of the same setting, measured in one run.
 
-    python -m experiments.bench --preset=paper_nyudv2          # the paper's NYUDv2 setting
-    python -m experiments.bench --preset=small                 # a one-minute smoke run
-    python -m experiments.bench --config=experiments/nyudv2.py # any MANGO experiment config
+    python -m experiments.bench --preset=paper_nyudv2          # Table 8's setting
+    python -m experiments.bench --preset=small                 # a toy version of it
+    python -m experiments.bench --config=experiments/mfeat.py  # any MANGO experiment config
+
+References (`--references`, default: the setting's): a preset compares MANGO with the
+transformer at G's depth and with GeminiFusion and TokenFusion at the depth that brings their
+parameter count nearest MANGO's (Table 8 compares models of similar size); an experiment config
+with the transformer and the cross-attention fusion at G's depth. All share MANGO's encoders,
+head, width, tokens and heads.
 
 Prints tables and writes `benchmarks/<setting>_<platform>.json` and a sweep plot beside it:
-- per example at batch 1: parameters and forward FLOPs, next to the paper's Table 8;
+- per example at batch 1: parameters, forward FLOPs and inference latency (median ms per
+  image), beside the paper's Table 8 and its ratios;
 - the train step (the project's `make_train_step`) of MANGO, MANGO with remat per block, and
-  the transformer baseline (same encoders, head, width, token count, depth and heads): FLOPs,
-  lower and compile time, step time (median after warm-up, the three timed in turn so load
-  hits them alike), examples/s, achieved FLOP/s, peak memory, and the ratios;
+  each reference: FLOPs, lower and compile time, step time (median after warm-up, all timed in
+  turn so load hits them alike), examples/s, achieved FLOP/s, peak memory, and the ratios;
 - G's forward and inverse time and the round trip's error;
 - a token-count sweep (tokens per modality, encoders reduced to their tokenizers, G and the
   transformer at `--sweep_blocks`): step time and peak memory against N;
@@ -30,6 +36,7 @@ import numpy as np
 from absl import app, flags
 from ml_collections import config_flags
 
+from mango_jax import paper
 from mango_jax.bench import report, subjects
 from mango_jax.bench.timing import load_average, round_robin
 from mango_jax.bench.xla import Memory
@@ -44,13 +51,17 @@ _ROUNDS = flags.DEFINE_integer("rounds", 10, "Timed steps per measurement (media
 _WARMUP = flags.DEFINE_integer("warmup", 2, "Untimed steps before them.")
 _BATCH = flags.DEFINE_integer("batch_size", None, "Batch of the timed steps (default: setting's).")
 _DTYPE = flags.DEFINE_enum("compute_dtype", None, ["float32", "bfloat16"],
-                           "Compute dtype (default: setting's; bfloat16 on GPU).")
+                           "Compute dtype (default: the setting's; benchmarks/gpu_bench.sh "
+                           "passes bfloat16).")
 _SWEEP = flags.DEFINE_list("sweep", None, "Tokens per modality of the sweep (default: setting's; "
                            "'none' skips it).")
 _SWEEP_BLOCKS = flags.DEFINE_integer("sweep_blocks", None, "Flow blocks / transformer layers "
                                      "in the sweep (default: setting's).")
-
-GPU_TARGET = 0.35
+_REFERENCES = flags.DEFINE_list("references", None, "Fusions measured beside MANGO, each "
+                                "`name` (at G's depth) or `name=params` (at MANGO's parameter "
+                                "count); default: the setting's.")
+_BLOCKS = flags.DEFINE_integer("num_blocks", None, "G's block count (default: setting's); "
+                               "fewer blocks make a quick check of the whole command.")
 
 
 def log(message: str) -> None:
@@ -75,6 +86,10 @@ def _spec() -> subjects.Spec:
         spec.sweep_tokens = () if _SWEEP.value == ["none"] else tuple(int(n) for n in _SWEEP.value)
     if _SWEEP_BLOCKS.value:
         spec.sweep_blocks = _SWEEP_BLOCKS.value
+    if _REFERENCES.value is not None:
+        spec.references = tuple(subjects.Reference.parse(r) for r in _REFERENCES.value)
+    if _BLOCKS.value:
+        spec.model.fusion.flow.num_blocks = _BLOCKS.value
     return spec
 
 
@@ -116,6 +131,8 @@ def _meta(spec: subjects.Spec) -> dict:
             "flops": "XLA cost analysis of the compiled program, 2 per multiply-add, plus the "
                      "analytic cost of triangular solves (custom calls XLA does not count); "
                      "gmacs = gflops / 2. Remat's recomputation is included where it runs.",
+            "inference_ms": "median wall time of the batch-1 forward pass (inference, compute "
+                            "dtype), ms per image, as Table 8's latency",
             "step_time": "wall time of one call until every output is ready; median over "
                          "`rounds` calls after `warmup`; candidates timed in turn (round-robin)",
             "peak_memory": Memory.__doc__.split("\n\n")[1].replace("\n    ", " ").strip(),
@@ -130,30 +147,68 @@ def _meta(spec: subjects.Spec) -> dict:
 
 
 def _copy_forward(record: dict) -> dict:
-    keys = ("params_m", "params_m_by_part", "forward_gflops", "forward_gmacs")
+    keys = ("params_m", "params_m_by_part", "forward_gflops", "forward_gmacs", "inference",
+            "inference_ms", "num_layers")
     return {k: record[k] for k in keys}
 
 
+def reference_configs(spec: subjects.Spec, target_params: int) -> dict[str, tuple]:
+    """`{name: (model config, depth record)}` of the setting's references; a 'params'
+    reference gets the layer count that brings its parameter count nearest `target_params`."""
+    blocks = spec.model.fusion.flow.num_blocks
+    dense = spec.info.task in ("segmentation", "translation")
+    out = {}
+    for ref in spec.references:
+        if ref.depth == "params":
+            log(f"matching the depth of {ref.name} to MANGO's {target_params / 1e6:.1f}M "
+                f"parameters")
+            layers, params = subjects.matched_depth(spec.model, spec.info, spec.modalities,
+                                                    ref.name, target_params, dense=dense)
+            log(f"  {layers} layers, {params / 1e6:.1f}M parameters")
+        else:
+            layers = blocks
+        config = subjects.reference_config(spec.model, ref.name, layers, dense=dense)
+        out[ref.name] = (config, {"depth_rule": ref.depth, "num_layers": layers,
+                                  "fusion": config.fusion.name})
+    return out
+
+
 def measure_models(spec: subjects.Spec) -> dict:
-    """Per-example accounting, train steps of the three models, and G's inverse."""
+    """Per-example accounting and inference latency, train steps of MANGO (with and without
+    remat) and of the references, and G's inverse."""
     model = spec.model.copy_and_resolve_references()
     built = {}
     for name, remat in (("mango", False), ("mango_remat", True)):
         model.fusion.flow.remat = remat
         built[name] = model.copy_and_resolve_references()
-    built["transformer"] = subjects.transformer_config(model)
     subs = {}
     for name, config in built.items():
         log(f"building {name}")
         subs[name] = subjects.Subject(config, spec.info, spec.modalities, spec.optimizer,
                                       compute_dtype=spec.compute_dtype)
+    references = reference_configs(spec, subs["mango"].params["total"])
+    for name, (config, _) in references.items():
+        log(f"building {name}")
+        subs[name] = subjects.Subject(config, spec.info, spec.modalities, spec.optimizer,
+                                      compute_dtype=spec.compute_dtype)
 
-    records = {}
-    for name in ("mango", "transformer"):
+    records, forwards = {}, {}
+    single = {n: s for n, s in subs.items() if n != "mango_remat"}
+    for name, sub in single.items():
         log(f"compiling the batch-1 forward pass of {name}")
-        records[name] = report.forward_record(subs[name].params,
-                                              subs[name].forward_program(subs[name].batch(1)))
+        forwards[name] = sub.forward_program(sub.batch(1))
+        records[name] = report.forward_record(sub.params, forwards[name])
+    log(f"timing inference at batch 1 ({_WARMUP.value} + {_ROUNDS.value} rounds)")
+    inference = round_robin({n: single[n].predictor(forwards[n], single[n].batch(1))
+                             for n in single}, rounds=_ROUNDS.value, warmup=_WARMUP.value)
+    for name in single:
+        records[name].update(report.inference_record(forwards[name], inference[name]))
+        if name in references:
+            records[name].update(references[name][1])
+    records["mango"]["num_layers"] = spec.model.fusion.flow.num_blocks
     records["mango_remat"] = _copy_forward(records["mango"])
+    del forwards
+    gc.collect()
 
     batch = subs["mango"].batch(spec.batch_size)
     programs = {}
@@ -196,16 +251,19 @@ def measure_models(spec: subjects.Spec) -> dict:
         "relative_reconstruction_error": error,
         "max_logdet_mismatch": float(np.max(np.abs(np.asarray(logdet) + np.asarray(logdet_inv)))),
     }
-    out = {"train": records,
-           "ratios": {"mango / transformer": report.ratios(records["mango"],
-                                                           records["transformer"]),
-                      "mango_remat / transformer": report.ratios(records["mango_remat"],
-                                                                 records["transformer"]),
-                      "mango_remat / mango": report.ratios(records["mango_remat"],
-                                                           records["mango"])},
-           "inverse": inverse_record, "load_before_timing": load_before}
+    records = {name: records[name] for name in subs}
+    ratios = {f"mango / {name}": report.ratios(records["mango"], records[name])
+              for name in references}
+    if "transformer" in references:
+        ratios["mango_remat / transformer"] = report.ratios(records["mango_remat"],
+                                                            records["transformer"])
+    ratios["mango_remat / mango"] = report.ratios(records["mango_remat"], records["mango"])
+    out = {"train": records, "references": {n: r for n, (_, r) in references.items()},
+           "ratios": ratios, "inverse": inverse_record, "load_before_timing": load_before}
     if spec.info.name == "nyudv2" and spec.info.modality_shapes["rgb"][:2] == (256, 256):
-        out["table8"] = subjects.TABLE8
+        # The paper's Table 8 (mango_jax.paper): parameters (M), GFLOPs, inference ms.
+        out["table8"] = paper.table8_costs()
+        out["table8_ratios"] = report.table8_ratios(out["table8"])
     return out
 
 
@@ -241,38 +299,38 @@ def measure_sweep(spec: subjects.Spec) -> dict:
 
 
 def bars(results: dict, spec: subjects.Spec) -> list[dict]:
-    train, inv = results["train"], results["inverse"]
+    """The issue's figures for every reference this run measured, met or not."""
+    train, inv, ratios = results["train"], results["inverse"], results["ratios"]
     blocks = spec.model.fusion.flow.num_blocks
-    out = [report.bar(
-        "train step FLOP/s, MANGO / transformer (whole model)",
-        results["ratios"]["mango / transformer"]["achieved_gflops_per_s"], 0.7,
-        note="no remat"),
-        report.bar(
-        "train step FLOP/s, MANGO / transformer (whole model)",
-        results["ratios"]["mango_remat / transformer"]["model_gflops_per_s"], 0.7,
-        note="remat per block; FLOPs of the step without remat")]
-    same_n = [p for p in results.get("sweep", {}).get("points", [])
-              if p["tokens_per_modality"] == subjects_tokens(spec)]
-    if same_n:
-        point = same_n[0]
+    out = []
+    if "mango / geminifusion" in ratios and "table8" in results:
+        paper = results["table8_ratios"]["mango / geminifusion"]["inference_ms"]
         out.append(report.bar(
-            "train step FLOP/s, MANGO / transformer (fusion only)",
-            report.ratios(point["mango"], point["transformer"])["achieved_gflops_per_s"], 0.7,
-            note=f"sweep point N={point['tokens_per_modality']}, "
-                 f"{results['sweep']['num_blocks']} blocks"))
-    out.append(report.bar("G inverse time / G forward time", inv["inverse_over_forward"], 2.0,
+            "inference ms per image, MANGO / GeminiFusion", ratios["mango / geminifusion"]
+            ["inference_ms"], round(paper, 2), at_most=True,
+            note=f"batch 1; the paper's ratio 144 / 153; GeminiFusion at "
+                 f"{results['references']['geminifusion']['num_layers']} layers"))
+    if "mango / cross_attention" in ratios:
+        ratio = ratios["mango / cross_attention"]
+        compile_note = (f"compile s: MANGO {report.fmt(train['mango']['compile_s'])}, "
+                        f"cross-attention {report.fmt(train['cross_attention']['compile_s'])}")
+        out.append(report.bar("train step time, MANGO / cross-attention", ratio["step_ms"],
+                              2.0, at_most=True, note=f"equal depth {blocks}; {compile_note}"))
+        out.append(report.bar("train step FLOP/s, MANGO / cross-attention",
+                              ratio["achieved_gflops_per_s"], 0.7,
+                              note=f"equal depth {blocks}"))
+    if "mango / transformer" in ratios:
+        ratio = ratios["mango / transformer"]
+        out.append(report.bar("train step FLOP/s, MANGO / transformer (whole model)",
+                              ratio["achieved_gflops_per_s"], 0.85, note="no remat"))
+        out.append(report.bar("train step compile time, MANGO / transformer",
+                              ratio["compile_s"], 2.0, at_most=True))
+    out.append(report.bar("G inverse time / G forward time", inv["inverse_over_forward"], 1.3,
                           at_most=True, note=f"L={blocks}, D={inv['size']['dim']}, "
                           f"N={sum(inv['size']['tokens'])}"))
     peak, peak_remat = train["mango"]["peak_mib"], train["mango_remat"]["peak_mib"]
-    out.append(report.bar("train step peak memory saved by remat", 1.0 - peak_remat / peak, 0.4,
+    out.append(report.bar("train step peak memory saved by remat", 1.0 - peak_remat / peak, 0.5,
                           note=f"L={blocks}"))
-    device = results["meta"]["device"]
-    gpu_peak = report.gpu_peak_tflops(device["kind"]) if device["platform"] == "gpu" else None
-    value = None if gpu_peak is None else (
-        train["mango"]["achieved_gflops_per_s"] / (1e3 * gpu_peak))
-    out.append(report.bar("train step FLOP/s / GPU bf16 peak", value, GPU_TARGET,
-                          note="no GPU in this run" if device["platform"] != "gpu" else
-                          f"peak {gpu_peak} TFLOP/s ({device['kind']})"))
     return out
 
 
@@ -283,32 +341,44 @@ def subjects_tokens(spec: subjects.Spec) -> int:
 
 def print_tables(results: dict) -> None:
     train = results["train"]
-    names = ("mango", "mango_remat", "transformer")
+    names = list(train)
     if "table8" in results:
-        t8 = results["table8"]
-        log("\nPer example (batch 1) beside the paper's Table 8 (its GFLOPs = multiply-adds):")
+        t8, paper_ratios = results["table8"], results["table8_ratios"]
+        ours = [n for n in ("mango", "geminifusion", "tokenfusion") if n in train]
+        log("\nTable 8 beside ours (batch 1; the paper's GFLOPs are multiply-adds):")
         log(report.table(
-            ["", "MANGO (ours)", "transformer (ours)", "T8 MANGO", "T8 GeminiFusion",
+            ["", *(f"{n} (ours)" for n in ours), "T8 MANGO", "T8 GeminiFusion",
              "T8 TokenFusion"],
-            [["params (M)", train["mango"]["params_m"], train["transformer"]["params_m"],
-              *(t8[m]["params_m"] for m in ("MANGO", "GeminiFusion", "TokenFusion"))],
-             ["forward GMACs", train["mango"]["forward_gmacs"],
-              train["transformer"]["forward_gmacs"],
-              *(t8[m]["gflops"] for m in ("MANGO", "GeminiFusion", "TokenFusion"))],
-             ["forward GFLOP (2/MAC)", train["mango"]["forward_gflops"],
-              train["transformer"]["forward_gflops"], None, None, None]]))
+            [["fusion layers", *(train[n]["num_layers"] for n in ours), None, None, None],
+             *([label, *(train[n][key] for n in ours),
+                *(t8[m][its] for m in ("MANGO", "GeminiFusion", "TokenFusion"))]
+               for (key, its), label in zip(report.TABLE8_FIGURES,
+                                            ("params (M)", "forward GMACs", "inference ms"),
+                                            strict=True)),
+             ["forward GFLOP (2/MAC)", *(train[n]["forward_gflops"] for n in ours),
+              None, None, None]]))
+        pairs = [k for k in paper_ratios if k in results["ratios"]]
+        log(report.table(
+            ["ratio", *(f"{k} ours" for k in pairs), *(f"{k} paper" for k in pairs)],
+            [[label, *(results["ratios"][k][key] for k in pairs),
+              *(paper_ratios[k][key] for k in pairs)]
+             for (key, _), label in zip(report.TABLE8_RATIO_KEYS,
+                                        ("params", "forward GFLOPs", "inference ms"),
+                                        strict=True)]))
     meta = results["meta"]
     log(f"\nTrain step, batch {meta['batch_size']}, {meta['compute_dtype']}, "
         f"{meta['device']['kind']} ({meta['cpu']['cores']} cores):")
-    ratio = results["ratios"]["mango / transformer"]
-    rows = []
+    rows = [["fusion layers", *(train[n].get("num_layers") for n in names)]]
     for key, label in report.RATIO_KEYS:
-        rows.append([label, *(report.figure(train[n], key) for n in names), ratio[key]])
-    rows.insert(5, ["step ms (min)", *(train[n]["step"]["min_ms"] for n in names), None])
-    rows.insert(6, ["dispatch ms", *(train[n]["step"]["dispatch_median_ms"] for n in names),
-                    None])
-    rows.append(["lower s", *(train[n]["lower_s"] for n in names), None])
-    log(report.table(["", *names, "mango / transformer"], rows))
+        rows.append([label, *(report.figure(train[n], key) for n in names)])
+    rows.insert(7, ["step ms (min)", *(train[n]["step"]["min_ms"] for n in names)])
+    rows.insert(8, ["dispatch ms", *(train[n]["step"]["dispatch_median_ms"] for n in names)])
+    rows.append(["lower s", *(train[n]["lower_s"] for n in names)])
+    log(report.table(["", *names], rows))
+    pairs = list(results["ratios"])
+    log(report.table(["ratio", *pairs],
+                     [[label, *(results["ratios"][p][key] for p in pairs)]
+                      for key, label in report.RATIO_KEYS]))
     inv = results["inverse"]
     log(f"\nG (L={inv['size']['num_blocks']}, D={inv['size']['dim']}, "
         f"N={sum(inv['size']['tokens'])}, batch {inv['size']['batch_size']}):")
@@ -352,6 +422,11 @@ def main(argv):
         results["sweep"] = measure_sweep(spec)
     results["meta"]["load_average"]["end"] = load_average()
     results["bars"] = bars(results, spec)
+    device = results["meta"]["device"]
+    peak = report.gpu_peak_tflops(device["kind"]) if device["platform"] == "gpu" else None
+    if peak is not None:
+        results["gpu_bf16_peak_fraction"] = {
+            n: r["achieved_gflops_per_s"] / (1e3 * peak) for n, r in results["train"].items()}
     print_tables(results)
     out = _OUT.value or os.path.join(
         "benchmarks", f"{spec.name}_{results['meta']['device']['platform']}.json")

@@ -1,8 +1,14 @@
-"""What every experiment config shares: the run fields and the `file.py:arg` parser.
+"""What every experiment config shares: the run fields, the `file.py:arg` parser and the checks
+of the arguments every file takes (flow, blocks, partitions, fusion, pretrained).
 
 Config files follow big_vision: `get_config(arg)` where `arg` is `"k=v,k2=v2,flag"`, e.g.
 `--config=experiments/nyudv2.py:flow=glow,blocks=8`; any field is overridden afterwards with
-`--config.optimizer.learning_rate=3e-4`.
+`--config.optimizer.learning_rate=3e-4`. Each file sets its experiment's values itself, top to
+bottom; a field it leaves alone keeps the default of the package that reads it
+(`mango_jax.data`, `mango_jax.model`, `mango_jax.encoders`, `mango_jax.fusion`,
+`mango_jax.flows`, `mango_jax.train.optim`) or of `base_config` below. Fields the model derives
+(MANGO's `flow.dim` and token counts, `num_steps` from `num_epochs`) are filled in by
+`experiments.main.finalize` before the config is printed and saved.
 """
 
 from __future__ import annotations
@@ -11,8 +17,8 @@ import os
 
 import ml_collections
 
-from mango_jax import data, flows, fusion, model
-from mango_jax.fusion import vector as fusion_vector
+from mango_jax import data, flows, fusion, model, robustness
+from mango_jax.errors import ConfigError
 from mango_jax.train import optim
 
 
@@ -24,36 +30,39 @@ def parse_arg(arg: str | None, defaults: dict) -> ml_collections.ConfigDict:
         name, _, value = item.partition("=")
         name = name.strip()
         if name not in defaults:
-            raise ValueError(f"unknown config argument {name!r}; valid: {sorted(defaults)}")
+            raise ConfigError(f"unknown config argument {name!r}; valid: {sorted(defaults)}")
         default = defaults[name]
         if not _:
             parsed[name] = True
         elif isinstance(default, bool):
             parsed[name] = value.lower() in ("1", "true", "yes", "on")
-        elif isinstance(default, int):
-            parsed[name] = int(value)
-        elif isinstance(default, float):
-            parsed[name] = float(value)
         else:
-            parsed[name] = value
+            try:
+                parsed[name] = type(default)(value)
+            except ValueError:
+                raise ConfigError(f"{name}={value!r}: expected {type(default).__name__} like "
+                                  f"{default!r}") from None
     return ml_collections.ConfigDict(parsed)
 
 
 def base_config(experiment: str, dataset: str) -> ml_collections.ConfigDict:
-    """Run fields with defaults; the experiment file fills in the rest.
+    """The package configs (data, model, optimizer) and the run fields no experiment changes.
 
-    experiment: name written into results.json. seed: model init and dropout.
-    batch_size / eval_batch_size: global batch (split over processes and devices).
-    num_steps (0: derive from num_epochs). log_every, eval_every (0: only at the end),
-    checkpoint_every, keep_checkpoints, best_metric / best_mode: checkpoint policy.
-    eval_splits: evaluated at the end into results.json. compute_dtype: 'float32' or
-    'bfloat16' (float32 master weights and log-dets). parallelism: 'jit' (GSPMD) or 'pmap'
-    (per-device program, explicit gradient all-reduce). mesh.fsdp: devices that split each
-    large parameter (1 = pure data parallelism). compare: fusion names to train one after
-    another under the same budget (one workdir each) and tabulate; empty: just this config.
-    inception_weights: FID Inception-v3 `.npz` (mango_jax.metrics.convert_inception); when set,
-    translation runs also report FID and KID. dense_task: the task head decodes a token grid
-    (set by `select_fusion`): the compared methods take their dense defaults.
+    Every experiment file then sets its schedule and checkpoint policy: batch_size /
+    eval_batch_size (global batch, split over processes and devices), num_steps (0: derive from
+    num_epochs), num_epochs, log_every, eval_every (0: only at the end), checkpoint_every,
+    best_metric (unset: keep no best checkpoint) / best_mode ('max' | 'min'), eval_splits
+    (evaluated at the end into results.json).
+
+    Here: experiment (name written into results.json). seed: model init and dropout.
+    keep_checkpoints: latest checkpoints kept. compute_dtype: 'float32' or 'bfloat16'
+    (float32 master weights and log-dets). parallelism: 'jit' (GSPMD) or 'pmap' (per-device
+    program, explicit gradient all-reduce). mesh.fsdp: devices that split each large parameter
+    (1 = pure data parallelism). compare: fusion names to train one after another under the
+    same budget (one workdir each) and tabulate; empty: just this config. inception_weights:
+    FID Inception-v3 `.npz` (mango_jax.metrics.convert_inception); when set, translation runs
+    also report FID and KID. dense_task: the task head decodes a token grid (set by
+    `select_fusion`): the compared methods take their dense defaults.
     """
     config = ml_collections.ConfigDict()
     config.experiment = experiment
@@ -61,24 +70,26 @@ def base_config(experiment: str, dataset: str) -> ml_collections.ConfigDict:
     config.data = data.default_config(dataset)
     config.model = model.default_config()
     config.optimizer = optim.default_config()
-    config.batch_size = 64
-    config.eval_batch_size = 64
-    config.num_steps = 0
-    config.num_epochs = 10
-    config.log_every = 50
-    config.eval_every = 0
-    config.checkpoint_every = 500
     config.keep_checkpoints = 2
     config.best_metric = ml_collections.config_dict.placeholder(str)
-    config.best_mode = "max"
-    config.eval_splits = ("val", "test")
     config.compute_dtype = "float32"
     config.parallelism = "jit"
     config.mesh = ml_collections.ConfigDict({"fsdp": 1})
     config.compare = ()
     config.inception_weights = ml_collections.config_dict.placeholder(str)
     config.dense_task = False
+    config.robustness = robustness.default_config()  # python -m experiments.robustness
     return config
+
+
+def check_data(data_config: ml_collections.ConfigDict) -> None:
+    """The dataset's own checks (`DatasetSpec.validate`), whose refusals are config mistakes."""
+    from mango_jax.data.spec import get_spec
+
+    try:
+        get_spec(data_config.name).validate(data_config)
+    except ValueError as err:
+        raise ConfigError(f"data: {err}") from None
 
 
 def set_fusion(config: ml_collections.ConfigDict, name: str) -> None:
@@ -112,28 +123,26 @@ PARTITION_PATTERNS = {
     "mmca+imca+lica": flows.DEFAULT_BLOCK_PATTERN,
 }
 # Fusion of pooled vectors (one token out): no dense head can decode them.
-POOLED_FUSIONS = tuple(name for name, cls in fusion.BASELINES.items()
-                       if cls.__module__ == fusion_vector.__name__)
+POOLED_FUSIONS = tuple(name for name, cls in fusion.REGISTRY.items() if not cls.KEEPS_TOKENS)
 
 
-def set_flow(config: ml_collections.ConfigDict, *, layer: str, blocks: int,
-             partitions: str = "mmca+imca+lica") -> None:
-    """G's layer kind (Table 4), depth L (Tables 6-7) and the ICA partition kinds of a MANGO
-    block (Table 5). A partition kind left out of the ablation removes its layers from every
-    block (the coupling layer stays), as the table adds MMCA, then IMCA, then LICA."""
+def check_flow(args: ml_collections.ConfigDict) -> None:
+    """The arguments of G: `flow` its layer kind (Table 4), `blocks` its depth L (Tables 6-7),
+    `partitions` (where a file takes it) the ICA kinds of a MANGO block (Table 5), whose
+    `PARTITION_PATTERNS` entry is the block pattern: a kind left out of the ablation removes
+    its layers from every block (the coupling layer stays), as the table adds MMCA, then IMCA,
+    then LICA."""
+    layer = args.get("flow", "mango")
     if layer not in flows.LAYERS:
-        raise ValueError(f"flow={layer!r}; valid: {'|'.join(flows.LAYERS)}")
-    if blocks < 1:
-        raise ValueError(f"blocks={blocks}; G needs at least one block")
+        raise ConfigError(f"flow={layer!r}; valid: {'|'.join(flows.LAYERS)}")
+    if args.blocks < 1:
+        raise ConfigError(f"blocks={args.blocks}; G needs at least one block")
+    partitions = args.get("partitions", "mmca+imca+lica")
     if partitions not in PARTITION_PATTERNS:
-        raise ValueError(f"partitions={partitions!r}; valid: {'|'.join(PARTITION_PATTERNS)}")
+        raise ConfigError(f"partitions={partitions!r}; valid: {'|'.join(PARTITION_PATTERNS)}")
     if layer != "mango" and partitions != "mmca+imca+lica":
-        raise ValueError(f"partitions={partitions} ablates MANGO's block; flow={layer} has no "
-                         "ICA partitions (drop one of the two arguments)")
-    flow = config.model.fusion.flow
-    flow.layer = layer
-    flow.num_blocks = blocks
-    flow.block_pattern = PARTITION_PATTERNS[partitions]
+        raise ConfigError(f"partitions={partitions} ablates MANGO's block; flow={layer} has "
+                          "no ICA partitions (drop one of the two arguments)")
 
 
 def select_fusion(config: ml_collections.ConfigDict, value: str, *, dense: bool) -> None:
@@ -149,34 +158,15 @@ def select_fusion(config: ml_collections.ConfigDict, value: str, *, dense: bool)
     methods = valid if value == "all" else tuple(value.split("+"))
     pooled = [m for m in methods if m in POOLED_FUSIONS and dense]
     if pooled:
-        raise ValueError(f"fusion {pooled} pools each modality to one vector, which a dense "
+        raise ConfigError(f"fusion {pooled} pools each modality to one vector, which a dense "
                          f"(segmentation / translation) head cannot decode; choose from {valid}")
     unknown = [m for m in methods if m not in valid]
     if unknown:
-        raise ValueError(f"unknown fusion {unknown}; choose from {valid} or 'all', joined by '+'")
+        raise ConfigError(f"unknown fusion {unknown}; choose from {valid} or 'all', joined by '+'")
     if len(methods) > 1:
         config.compare = methods
     elif methods[0] != "mango":
         set_fusion(config, methods[0])
-
-
-def set_mae_vit_base(config: ml_collections.ConfigDict, image_modalities) -> None:
-    """E as MAE's ViT-B/16 (He et al. 2022, the paper's [14]): patch 16, width 768, 12 blocks,
-    12 heads, MLP ratio 4. The width is the model's D, shared by G and the head.
-
-    `config.model.encoder.pretrained.<modality>` (one field per image modality, unset: random
-    init) takes a checkpoint path for `mango_jax.encoders.load_pretrained` (see `set_pretrained`
-    and data/weights/README.md); one-channel inputs get the RGB patch kernel summed over
-    colours.
-    """
-    config.model.dim = 768
-    encoder = config.model.encoder
-    encoder.patch_size = 16
-    encoder.depth = 12
-    encoder.num_heads = 12
-    encoder.mlp_ratio = 4.0
-    for modality in image_modalities:
-        encoder.pretrained[modality] = ml_collections.config_dict.placeholder(str)
 
 
 # The paper's checkpoints: folder name under data/weights/ -> the hub repository it comes from.
@@ -186,7 +176,8 @@ PAPER_WEIGHTS = {"vit-mae-base": "facebook/vit-mae-base",
 
 
 class WeightsNotFoundError(FileNotFoundError):
-    """A configured checkpoint is not on disk (experiments.main prints it as one line)."""
+    """A configured checkpoint is not on disk (the commands print it as one line,
+    experiments.cli)."""
 
 
 def download_command(name: str, path: str | None = None) -> str:
@@ -198,9 +189,11 @@ def download_command(name: str, path: str | None = None) -> str:
 def set_pretrained(config: ml_collections.ConfigDict, value: str, weights: dict) -> None:
     """`pretrained=paper`: each modality's encoder from `data/weights/<name>/` (`weights`:
     {modality: name of PAPER_WEIGHTS}); '' (the default) leaves them to
-    `--config.model.encoder.pretrained.<modality>=PATH` (unset: random init)."""
+    `--config.model.encoder.pretrained.<modality>=PATH` (unset: random init; a checkpoint for
+    `mango_jax.encoders.load_pretrained`, see data/weights/README.md, fixes that encoder's
+    shape; one-channel inputs get the RGB patch kernel summed over colours)."""
     if value not in ("", "paper"):
-        raise ValueError(f"pretrained={value!r}; valid: paper (or leave it out: random init)")
+        raise ConfigError(f"pretrained={value!r}; valid: paper (or leave it out: random init)")
     for modality, name in weights.items():
         config.model.encoder.pretrained[modality] = (
             os.path.join(WEIGHTS_DIR, name) if value else
@@ -234,31 +227,11 @@ def use_pretrained(config: ml_collections.ConfigDict) -> None:
                 data_config.depth_mean = sum(mean) / len(mean)
                 data_config.depth_std = sum(std) / len(std)
         if modality == "text" and data_config.get("tokenizer") != "clip":
-            raise ValueError(
+            raise ConfigError(
                 f"model.encoder.pretrained.text={path!r} is CLIP's text tower, which reads CLIP "
                 "ids: set --config.data.form=original --config.data.tokenizer=clip "
                 "--config.data.max_text_len=77 (the original release prepared with "
                 "--tokenizer=CLIP_FOLDER), or use experiments/mmimdb.py:pretrained=paper")
-
-
-def set_tokenfusion_adamw(config: ml_collections.ConfigDict) -> None:
-    """TokenFusion's segmentation optimiser (`semantic_segmentation/main.py`, PolyWarmupAdamW):
-    AdamW, peak 6e-5, weight decay 0.01, betas (0.9, 0.999), 1,500 linear warm-up iterations,
-    then poly decay with power 1.0 to zero. Not expressible here: its 10x rate for the decoder
-    and its three restarted stages (peaks 6e-5, 3e-5, 1.5e-5); one poly decay over the whole
-    run stands in for them. Its no-decay on norm weights is nearest to
-    `optimizer.decay_exclusions` (MAE's set, also sparing biases, positions and class token;
-    by default on the pretrained encoders). Gradient clipping (norm 1) is ours: it
-    guards the flow's NLL against early spikes."""
-    opt = config.optimizer
-    opt.learning_rate = 6e-5
-    opt.weight_decay = 0.01
-    opt.b1, opt.b2, opt.eps = 0.9, 0.999, 1e-8
-    opt.warmup_steps = 1500
-    opt.schedule = "poly"
-    opt.poly_power = 1.0
-    opt.end_lr_factor = 0.0
-    opt.grad_clip_norm = 1.0
 
 
 def set_runlocal(config: ml_collections.ConfigDict) -> None:
@@ -286,43 +259,3 @@ def set_runlocal(config: ml_collections.ConfigDict) -> None:
     flow.num_heads = 2
     flow.coupling_hidden = 16
     config.optimizer.warmup_steps = 1
-
-
-IMAGE_ARGS = {"flow": "mango", "blocks": 12, "latent": True, "fusion": "mango",
-              "pretrained": "", "runlocal": False}
-
-
-def image_model(config: ml_collections.ConfigDict, args, *,
-                partitions: str = "mmca+imca+lica") -> None:
-    """The model of the image-to-image configs (segmentation, translation): MAE ViT-B/16 on
-    each modality (`pretrained=paper`: `data/weights/vit-mae-base/` for each), G at the
-    requested layer / depth / partitions, λ = 0.01, and the tiny sizes (32x32 pixels) under
-    `runlocal`. Sets the fusion last."""
-    set_mae_vit_base(config, config.data.modalities)
-    set_pretrained(config, args.pretrained, dict.fromkeys(config.data.modalities, "vit-mae-base"))
-    set_flow(config, layer=args.flow, blocks=args.blocks, partitions=partitions)
-    config.model.latent_model = args.latent
-    config.model.fusion.nll_weight = 0.01
-    config.model.decoder_width = 256
-    if args.runlocal:
-        set_runlocal(config)
-        config.data.image_size = 32
-    select_fusion(config, args.fusion, dense=True)
-
-
-def segmentation_config(dataset: str, arg: str | None) -> ml_collections.ConfigDict:
-    """NYUDv2 / SUN RGB-D under the paper's protocol (the choices: experiments/nyudv2.py)."""
-    args = parse_arg(arg, {**IMAGE_ARGS, "partitions": "mmca+imca+lica"})
-    config = base_config(dataset, dataset)
-    config.data.image_size = 256
-    set_tokenfusion_adamw(config)
-    config.batch_size = 8
-    config.eval_batch_size = 16
-    config.num_steps = 40_000
-    config.log_every = 100
-    config.eval_every = 2_000
-    config.checkpoint_every = 2_000
-    config.best_metric = "miou"
-    config.eval_splits = ("test",)
-    image_model(config, args, partitions=args.partitions)
-    return config

@@ -18,7 +18,11 @@ import os
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from experiments.common import WeightsNotFoundError, method_configs, use_pretrained
+from experiments import cli
+from experiments.common import check_data, method_configs, use_pretrained
+from mango_jax import encoders, flows, fusion, model
+from mango_jax.errors import ConfigError
+from mango_jax.results import Results
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file[:args].",
                                           lock_config=True)
@@ -38,10 +42,10 @@ _DISTRIBUTED_TIMEOUT = flags.DEFINE_integer("distributed_timeout", 300,
 flags.mark_flags_as_required(["config"])
 
 
-def format_comparison(all_results: dict[str, dict], split: str = "test") -> str:
+def format_comparison(all_results: dict[str, Results], split: str = "test") -> str:
     """One row per method: the split's task metrics (those every method reports; a method's own
     diagnostics stay in its results.json), parameters and training time."""
-    reported = [{k for k in r[split] if "/" not in k and "loss" not in k and k != "nll_bpd"}
+    reported = [{k for k in r.splits[split] if "/" not in k and "loss" not in k and k != "nll_bpd"}
                 for r in all_results.values()]
     names = sorted(set.intersection(*reported))
     widths = [max(12, len(n) + 2) for n in names]
@@ -49,15 +53,14 @@ def format_comparison(all_results: dict[str, dict], split: str = "test") -> str:
         f"{'params':>12}{'train s':>10}"
     lines = [f"{split} split", header]
     for method, results in all_results.items():
-        meta = results["meta"]
-        lines.append(f"{method:<16}" + "".join(f"{results[split][n]:>{w}.4f}"
+        lines.append(f"{method:<16}" + "".join(f"{results.splits[split][n]:>{w}.4f}"
                                                for n, w in zip(names, widths))
-                     + f"{meta['params']:>12,}{meta['train_time_s'] or 0:>10.1f}")
+                     + f"{results.params:>12,}{results.train_time_s or 0:>10.1f}")
     return "\n".join(lines)
 
 
-def format_results(results: dict) -> str:
-    rows = [(split, metrics) for split, metrics in results.items() if split != "meta"]
+def format_results(results: Results) -> str:
+    rows = list(results.splits.items())
     names = sorted({k for _, m in rows for k in m if "/" not in k})
     width = max(len(n) for n in names) + 2
     lines = ["split".ljust(8) + "".join(n.rjust(width) for n in names)]
@@ -66,6 +69,54 @@ def format_results(results: dict) -> str:
             f"{metrics[n]:.4f}".rjust(width) if n in metrics else "-".rjust(width)
             for n in names))
     return "\n".join(lines)
+
+
+def finalize(config, info) -> None:
+    """Fills in the fields the model derives, so that the printed and saved config is the model
+    that runs, and refuses a model that cannot be built (ConfigError).
+
+    Filled: `num_steps` (0: from num_epochs), `model.tokens_per_modality` (unset: the encoders'
+    natural count where both modalities give the same), and MANGO's `flow.dim` and
+    `flow.tokens_per_modality`, which the model sets from its D and token counts.
+    """
+    from mango_jax.train import loop
+
+    modalities = tuple(config.data.modalities)
+    net = config.model
+    if net.fusion.name not in fusion.NAMES:
+        raise ConfigError(f"model.fusion.name={net.fusion.name!r}; valid: "
+                          f"{', '.join(fusion.NAMES)}")
+    for m in modalities:
+        length, kind = info.modality_shapes[m][0], info.modality_kinds[m]
+        if (kind == "tokens" and not net.encoder.pretrained.get(m)
+                and length > net.encoder.text_max_len):
+            raise ConfigError(f"{m}: texts of {length} tokens exceed model.encoder.text_max_len="
+                              f"{net.encoder.text_max_len}; raise it or lower "
+                              "data.max_text_len")
+    tokens = model.token_counts(net, info, modalities)
+    if net.tokens_per_modality is None and tokens[0] == tokens[1]:
+        net.tokens_per_modality = tokens[0]
+    if net.fusion.name == "mango":
+        flow = net.fusion.flow
+        if flow.layer not in flows.LAYERS:
+            raise ConfigError(f"model.fusion.flow.layer={flow.layer!r}; valid: "
+                              f"{', '.join(flows.LAYERS)}")
+        if flow.num_blocks < 1:
+            raise ConfigError(f"model.fusion.flow.num_blocks={flow.num_blocks}: G needs at "
+                              "least one block")
+        pairs = any(kind.startswith("mmca") for kind in flow.block_pattern)
+        if flow.layer == "mango" and pairs and tokens[0] != tokens[1]:
+            natural = [encoders.natural_tokens(info.modality_kinds[m], info.modality_shapes[m],
+                                               net.encoder) for m in modalities]
+            raise ConfigError(f"MANGO's cross-modal layers pair the two modalities token by "
+                              f"token, but they give {natural[0]} and {natural[1]} tokens; set "
+                              "model.tokens_per_modality to resample both to one count")
+        flow.dim = net.dim
+        flow.tokens_per_modality = tuple(tokens)
+    if "num_layers" in net.fusion and net.fusion.num_layers < 1:
+        raise ConfigError(f"model.fusion.num_layers={net.fusion.num_layers}: "
+                          f"{net.fusion.name} needs at least one layer")
+    config.num_steps = loop.total_steps(config, info)
 
 
 def main(argv):
@@ -79,27 +130,25 @@ def main(argv):
     distributed.initialize(_DISTRIBUTED.value, coordinator_address=_COORDINATOR.value,
                            num_processes=_NUM_PROCESSES.value, process_id=_PROCESS_ID.value,
                            timeout_s=_DISTRIBUTED_TIMEOUT.value)
-    from mango_jax.data import DataNotFoundError
+    from mango_jax import data
     from mango_jax.train import loop
 
     config = _CONFIG.value
     workdir = _WORKDIR.value or os.path.join("runs", config.experiment)
     methods = method_configs(config)
-    try:
-        for method in methods.values():
-            use_pretrained(method)
-    except (WeightsNotFoundError, ValueError) as err:
-        raise SystemExit(f"error: {err}") from None
-    loop.log(f"Config ({jax.process_count()} process(es), {jax.device_count()} device(s)):\n"
-             f"{config}")
+    for method in methods.values():
+        use_pretrained(method)
+    check_data(config.data)
+    loop.prepare_data(config.data)
+    info = data.dataset_info(config.data)
+    for method in methods.values():
+        finalize(method, info)
+    loop.log(f"{jax.process_count()} process(es), {jax.device_count()} device(s)")
     all_results = {}
     for name, method in methods.items():
         method_dir = os.path.join(workdir, name) if len(methods) > 1 else workdir
-        loop.log(f"\n=== {name} -> {method_dir}")
-        try:
-            results = loop.run(method, method_dir, _MODE.value)
-        except DataNotFoundError as err:
-            raise SystemExit(f"error: {err}") from None
+        loop.log(f"\n=== {name} -> {method_dir}\nConfig ({method_dir}/config.json):\n{method}")
+        results = loop.run(method, method_dir, _MODE.value)
         if results is not None:
             all_results[name] = results
             loop.log(f"\nResults ({method_dir}/results.json):\n{format_results(results)}")
@@ -111,4 +160,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main)

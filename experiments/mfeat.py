@@ -14,54 +14,44 @@ blocks / fusion layers), runlocal (a few steps at tiny sizes).
 
 from __future__ import annotations
 
-from experiments.common import base_config, parse_arg, select_fusion
+from experiments.common import base_config, check_flow, parse_arg, select_fusion
+from mango_jax import flows
+from mango_jax.data.mfeat import VIEWS
+from mango_jax.errors import ConfigError
+
+ARGS = {"views": "pix+fou", "fusion": "mango", "flow": "mango", "blocks": 4, "runlocal": False}
 
 
 def get_config(arg: str | None = None):
-    args = parse_arg(arg, {"views": "pix+fou", "fusion": "mango", "flow": "mango", "blocks": 4,
-                           "runlocal": False})
-    config = base_config("mfeat", "mfeat")
+    args = parse_arg(arg, ARGS)
+    check_flow(args)
     views = tuple(args.views.split("+"))
-    if len(views) != 2:
-        raise ValueError(f"views={args.views!r}: name two views joined by '+', e.g. pix+fou")
+    if len(views) != 2 or len(set(views)) != 2 or not set(views) <= set(VIEWS):
+        raise ConfigError(f"views={args.views!r}: name two different views of "
+                          f"{'|'.join(VIEWS)} joined by '+', e.g. pix+fou")
+    config = base_config("mfeat", "mfeat")
     config.data.modalities = views
 
-    config.model.dim = 64
-    config.model.encoder.vector_tokens = 8
-    config.model.encoder.vector_hidden = 256
-    config.model.encoder.dropout = 0.2
-    config.model.head_dropout = 0.2
-    flow = config.model.fusion.flow
-    flow.num_blocks = args.blocks
-    flow.num_heads = 4
-    flow.coupling_hidden = 128
-    flow.layer = args.flow
+    # E: an MLP tokenizer of 8 tokens per view; D = 64.
+    config.model.update(dim=64, head_dropout=0.2)
+    config.model.encoder.update(vector_tokens=8, vector_hidden=256, dropout=0.2)
+    # G and λ.
     config.model.fusion.nll_weight = 0.01
-    select_fusion(config, args.fusion, dense=False)
+    flow = config.model.fusion.flow
+    flow.update(layer=args.flow, num_blocks=args.blocks,
+                block_pattern=flows.DEFAULT_BLOCK_PATTERN, num_heads=4, coupling_hidden=128)
 
-    config.batch_size = 64
-    config.eval_batch_size = 200
-    config.num_epochs = 60
-    config.optimizer.learning_rate = 2e-3
-    config.optimizer.weight_decay = 0.05
-    config.optimizer.warmup_steps = 50
-    config.log_every = 100
-    config.eval_every = 300
-    config.checkpoint_every = 300
-    config.best_metric = "accuracy"
+    # The package optimizer (cosine schedule) at these settings; 60 epochs at batch 64.
+    config.optimizer.update(learning_rate=2e-3, weight_decay=0.05, warmup_steps=50)
+    config.update(batch_size=64, eval_batch_size=200, num_steps=0, num_epochs=60,
+                  log_every=100, eval_every=300, checkpoint_every=300,
+                  best_metric="accuracy", best_mode="max", eval_splits=("val", "test"))
 
-    if args.runlocal:
-        config.num_steps = 6
-        config.log_every = 2
-        config.eval_every = 3
-        config.checkpoint_every = 3
-        config.eval_batch_size = 400
+    if args.runlocal:  # 6 steps at D = 16, 4 tokens per view, one block
+        config.update(num_steps=6, log_every=2, eval_every=3, checkpoint_every=3,
+                      eval_batch_size=400)
         config.model.dim = 16
-        config.model.encoder.vector_tokens = 4
-        config.model.encoder.vector_hidden = 32
-        flow.num_blocks = 1
-        flow.num_heads = 2
-        flow.coupling_hidden = 16
-        if "num_layers" in config.model.fusion:
-            config.model.fusion.num_layers = 1
+        config.model.encoder.update(vector_tokens=4, vector_hidden=32)
+        flow.update(num_blocks=1, num_heads=2, coupling_hidden=16)
+    select_fusion(config, args.fusion, dense=False)  # last: a baseline takes G's depth
     return config

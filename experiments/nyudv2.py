@@ -38,8 +38,13 @@ hyper-parameters; 256x256 inputs. Where it is silent or our code differs, we cho
   SegFormer-B1's decoder width, in place of TokenFusion's SegFormer MLP head.
 - Data: depth / 255 as one channel (`depth_scale='geminifusion'`; official-.mat users set
   'tokenfusion'); training scale 0.5-2.0, 256 crop, flip; eval squashes to 256x256.
-- Optimiser: TokenFusion's AdamW (6e-5, weight decay 0.01, 1,500 warm-up iterations, poly
-  power 1 to 0 over 40,000 iterations; see `common.set_tokenfusion_adamw` for what differs).
+- Optimiser: TokenFusion's AdamW (`semantic_segmentation/main.py`, PolyWarmupAdamW): 6e-5,
+  weight decay 0.01, betas (0.9, 0.999), 1,500 linear warm-up iterations, then poly decay with
+  power 1 to 0 over 40,000 iterations. Not expressible here: its 10x rate for the decoder and its
+  three restarted stages (peaks 6e-5, 3e-5, 1.5e-5); one poly decay over the whole run stands in
+  for them. Its no-decay on norm weights is nearest to `optimizer.decay_exclusions` (MAE's set,
+  also sparing biases, positions and class token; by default on the pretrained encoders).
+  Gradient clipping (norm 1) is ours: it guards the flow's NLL against early spikes.
   Batch 8 (TokenFusion: 6, which 4 or 8 devices cannot split), 40,000 steps (about 400 epochs;
   TokenFusion: 3 x 100 epochs at batch 6, about 40,000 iterations).
 - Eval: single scale; logits resized to each label's size, argmax, 255 ignored, one confusion
@@ -50,7 +55,50 @@ hyper-parameters; 256x256 inputs. Where it is silent or our code differs, we cho
 
 from __future__ import annotations
 
-from experiments.common import segmentation_config
+from experiments.common import (
+    PARTITION_PATTERNS,
+    base_config,
+    check_flow,
+    parse_arg,
+    select_fusion,
+    set_pretrained,
+    set_runlocal,
+)
+
+ARGS = {"flow": "mango", "blocks": 12, "partitions": "mmca+imca+lica", "latent": True,
+        "fusion": "mango", "pretrained": "", "runlocal": False}
+
+
+def segmentation_config(dataset: str, arg: str | None):
+    """The protocol above on `dataset` ('nyudv2' or 'sunrgbd', whose file calls this)."""
+    args = parse_arg(arg, ARGS)
+    check_flow(args)
+    config = base_config(dataset, dataset)
+    config.data.image_size = 256
+
+    # E: MAE ViT-B/16 per modality; its width is the model's D, shared by G and the head.
+    config.model.update(dim=768, latent_model=args.latent, decoder_width=256)
+    config.model.encoder.update(patch_size=16, depth=12, num_heads=12, mlp_ratio=4.0)
+    set_pretrained(config, args.pretrained, {"rgb": "vit-mae-base", "depth": "vit-mae-base"})
+    # G and λ.
+    config.model.fusion.nll_weight = 0.01
+    config.model.fusion.flow.update(
+        layer=args.flow, num_blocks=args.blocks, block_pattern=PARTITION_PATTERNS[args.partitions],
+        num_heads=8, coupling_hidden=512, ica_mixing_budget=4.8)
+
+    # TokenFusion's AdamW; 40,000 steps at batch 8.
+    config.optimizer.update(learning_rate=6e-5, weight_decay=0.01, b1=0.9, b2=0.999, eps=1e-8,
+                            warmup_steps=1500, schedule="poly", poly_power=1.0,
+                            end_lr_factor=0.0, grad_clip_norm=1.0)
+    config.update(batch_size=8, eval_batch_size=16, num_steps=40_000, num_epochs=0,
+                  log_every=100, eval_every=2_000, checkpoint_every=2_000,
+                  best_metric="miou", best_mode="max", eval_splits=("test",))
+
+    if args.runlocal:
+        set_runlocal(config)
+        config.data.image_size = 32
+    select_fusion(config, args.fusion, dense=True)  # last: a baseline takes G's depth
+    return config
 
 
 def get_config(arg: str | None = None):

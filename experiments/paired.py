@@ -22,9 +22,10 @@ decoder lays out on the grid). The batch is at most the train split, in multiple
 
 from __future__ import annotations
 
-from experiments.common import base_config, parse_arg, select_fusion, set_flow, set_runlocal
-from mango_jax import encoders
+from experiments.common import base_config, check_flow, parse_arg, select_fusion, set_runlocal
+from mango_jax import encoders, flows
 from mango_jax.data import paired
+from mango_jax.errors import ConfigError
 
 ARGS = {"name": "", "data_dir": "data", "modalities": "", "fusion": "mango", "flow": "mango",
         "blocks": 4, "dim": 0, "tokens": 0, "patch": 0, "epochs": 60, "batch": 64,
@@ -47,8 +48,9 @@ def choose_patch(shapes, max_tokens: int) -> int:
 
 def get_config(arg: str | None = None):
     args = parse_arg(arg, ARGS)
+    check_flow(args)
     if not args.name:
-        raise ValueError("experiments/paired.py needs name=NAME, the prepared dataset (python "
+        raise ConfigError("experiments/paired.py needs name=NAME, the prepared dataset (python "
                          "-m mango_jax.data.prepare --dataset=paired --manual_dir=PATH "
                          "--name=NAME)")
     meta = paired.read_metadata(args.data_dir, args.name)
@@ -61,27 +63,19 @@ def get_config(arg: str | None = None):
     info = paired.dataset_info(args.name, meta, modalities)
     dense = info.task in ("segmentation", "translation")
 
-    model = config.model
-    model.dim = args.dim or 64
-    model.encoder.vector_tokens = 8
-    model.encoder.vector_hidden = 256
-    model.encoder.dropout = 0.2
-    model.head_dropout = 0.2
+    model = config.model  # experiments/mfeat.py's recipe
+    model.update(dim=args.dim or 64, head_dropout=0.2)
+    model.encoder.update(vector_tokens=8, vector_hidden=256, dropout=0.2)
     model.fusion.nll_weight = 0.01
-    set_flow(config, layer=args.flow, blocks=args.blocks)
-    flow = model.fusion.flow
-    flow.num_heads = 4
-    flow.coupling_hidden = 128
+    model.fusion.flow.update(layer=args.flow, num_blocks=args.blocks,
+                             block_pattern=flows.DEFAULT_BLOCK_PATTERN, num_heads=4,
+                             coupling_hidden=128)
 
-    config.batch_size = max(8, min(args.batch, info.split_sizes["train"] // 8 * 8))
-    config.eval_batch_size = 64 if dense or "image" in info.modality_kinds.values() else 200
-    config.num_epochs = args.epochs
-    config.optimizer.learning_rate = 2e-3
-    config.optimizer.weight_decay = 0.05
-    config.optimizer.warmup_steps = 50
-    config.log_every = 100
-    config.eval_every = 300
-    config.checkpoint_every = 300
+    config.optimizer.update(learning_rate=2e-3, weight_decay=0.05, warmup_steps=50)
+    config.update(batch_size=max(8, min(args.batch, info.split_sizes["train"] // 8 * 8)),
+                  eval_batch_size=64 if dense or "image" in info.modality_kinds.values() else 200,
+                  num_steps=0, num_epochs=args.epochs, log_every=100, eval_every=300,
+                  checkpoint_every=300)
     config.best_metric = {"multiclass": "accuracy", "multilabel": "micro_f1",
                           "segmentation": "miou", "translation": "mae"}[info.task]
     config.best_mode = "min" if info.task == "translation" else "max"
@@ -92,10 +86,8 @@ def get_config(arg: str | None = None):
 
     if args.runlocal:
         set_runlocal(config)
-        config.num_steps = 6
-        config.eval_every = 3 if "val" in info.split_sizes else 0
-        config.checkpoint_every = 3
-        config.eval_batch_size = 16
+        config.update(num_steps=6, eval_every=3 if "val" in info.split_sizes else 0,
+                      checkpoint_every=3, eval_batch_size=16)
         model.encoder.vector_tokens = 4
     images = [info.modality_shapes[m] for m in modalities if info.modality_kinds[m] == "image"]
     if images:
@@ -112,7 +104,5 @@ def get_config(arg: str | None = None):
         first_image = next((c for m, c in zip(modalities, counts, strict=True)
                             if info.modality_kinds[m] == "image"), None)
         model.tokens_per_modality = first_image if dense else min(counts)
-    select_fusion(config, args.fusion, dense=dense)
-    if "num_layers" in config.model.fusion and args.runlocal:
-        config.model.fusion.num_layers = 1
+    select_fusion(config, args.fusion, dense=dense)  # last: a baseline takes G's depth
     return config

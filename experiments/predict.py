@@ -21,6 +21,9 @@ import os
 import numpy as np
 from absl import app, flags, logging
 
+from experiments import cli
+from mango_jax.errors import ConfigError
+
 
 def manifest_rows(predictor, *, manual_dir, manifest, split):
     """(rows, source path, root) of the examples to predict, checked as a manifest."""
@@ -136,11 +139,14 @@ def main(argv):
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     logging.set_verbosity(logging.WARNING)
     f = flags.FLAGS
-    path = predict(f.workdir, f.out, manual_dir=f.manual_dir, manifest=f.manifest,
-                   split=f.split, checkpoint=f.checkpoint)
+    try:
+        path = predict(f.workdir, f.out, manual_dir=f.manual_dir, manifest=f.manifest,
+                       split=f.split, checkpoint=f.checkpoint)
+    except FileNotFoundError as err:  # the run, its checkpoint or an example the user named
+        raise ConfigError(str(err)) from None
     print(f"Wrote {path}")
 
 
 if __name__ == "__main__":
     define_flags()
-    app.run(main)
+    cli.run(main)

@@ -26,7 +26,9 @@ from pathlib import Path
 
 import numpy as np
 
-PAPER_NYUDV2_PARAMS = 72.9e6  # Table 8, MANGO on NYUDv2
+from mango_jax import paper
+
+PAPER_NYUDV2_PARAMS = paper.table8_cost("mango").params_m * 1e6  # Table 8, NYUDv2
 FIXTURES = Path(__file__).resolve().parents[1] / "tests" / "encoders" / "fixtures"
 # (what, file or folder under FIXTURES, input, reference output) in references.npz
 EQUIVALENCE = (

@@ -1,7 +1,9 @@
 r"""Where one flow block's train step spends its time, beside one transformer layer's.
 
     python -m experiments.profile_block [--dim=384] [--heads=8] [--tokens=256] [--batch=2]
-                                        [--pattern=lica,lica]
+                                        [--pattern=lica,lica] [--coupling_hidden=512]
+    python -m experiments.profile_block --dim=64 --heads=4 --tokens=8 --batch=64 \
+        --coupling_hidden=128                                # experiments/mfeat.py's size
 
 Builds one MANGO block (the default pattern) and one pre-LN transformer layer of the same width,
 jits `value_and_grad` of each over its parameters and input `[B, 2·tokens, D]`, and traces
@@ -31,7 +33,7 @@ from flax import nnx
 
 from mango_jax import flows
 from mango_jax.bench import xla
-from mango_jax.fusion.layers import TransformerBlock
+from mango_jax.nn import TransformerBlock
 
 DIM = flags.DEFINE_integer("dim", 384, "Width D (the paper_nyudv2 preset's).")
 HEADS = flags.DEFINE_integer("heads", 8, "Attention heads.")
@@ -39,6 +41,7 @@ TOKENS = flags.DEFINE_integer("tokens", 256, "Tokens per modality.")
 PATTERN = flags.DEFINE_list("pattern", None, "Layers of the MANGO block (flow.block_pattern), "
                             "e.g. `lica,lica` to time LICA alone; default: the paper's block.")
 BATCH = flags.DEFINE_integer("batch", 2, "Batch size.")
+HIDDEN = flags.DEFINE_integer("coupling_hidden", 512, "Hidden width of the coupling layer.")
 STEPS = flags.DEFINE_integer("steps", 5, "Traced (and timed) calls after 3 warm-up calls.")
 TOP = flags.DEFINE_integer("top", 8, "Operation kinds listed per program.")
 
@@ -95,7 +98,8 @@ def main(argv):
     dim, heads, tokens = DIM.value, HEADS.value, TOKENS.value
     x = jax.random.normal(jax.random.key(0), (BATCH.value, 2 * tokens, dim))
     config = flows.default_config()
-    config.update(dim=dim, num_heads=heads, tokens_per_modality=(tokens, tokens), num_blocks=12)
+    config.update(dim=dim, num_heads=heads, tokens_per_modality=(tokens, tokens), num_blocks=12,
+                  coupling_hidden=HIDDEN.value)
     if PATTERN.value:
         config.block_pattern = tuple(PATTERN.value)
     block = flows.build(config, rngs=nnx.Rngs(0)).layers[0]

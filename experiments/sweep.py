@@ -34,7 +34,8 @@ import time
 
 from absl import app, flags
 
-from experiments import report, sweeps
+from experiments import cli, report, sweeps
+from mango_jax.errors import ConfigError
 
 _SWEEP = flags.DEFINE_string("sweep", None, "A sweep of experiments/sweeps or a .py file.")
 _LAUNCHER = flags.DEFINE_enum("launcher", "local", ["local", "tpu", "slurm"], "Where to run.")
@@ -75,7 +76,7 @@ def set_flags(assignments) -> list[str]:
     for item in assignments:
         key, sep, value = item.partition("=")
         if not sep or not key:
-            raise ValueError(f"--set={item!r}: write key=value, e.g. --set=data.data_dir=/data")
+            raise ConfigError(f"--set={item!r}: write key=value, e.g. --set=data.data_dir=/data")
         out.append(f"--config.{key.removeprefix('config.')}={value}")
     return out
 
@@ -89,7 +90,7 @@ def select(trials: list[sweeps.Trial], patterns: list[str]) -> list[sweeps.Trial
         return trials
     chosen = [t for t in trials if any(fnmatch.fnmatch(t.name, p) for p in patterns)]
     if not chosen:
-        raise ValueError(f"--only={','.join(patterns)} matches none of "
+        raise ConfigError(f"--only={','.join(patterns)} matches none of "
                          f"{[t.name for t in trials]}")
     return chosen
 
@@ -99,7 +100,7 @@ def run_local(trials, *, root: str, extra: list[str], parallel: int = 1,
     """Runs the unfinished trials, `parallel` at a time; returns {name: 'done' | 'skipped' |
     'failed (exit N)'}. Ctrl-C stops every running trial (they resume when run again)."""
     if parallel < 1:
-        raise ValueError(f"--parallel={parallel} must be at least 1")
+        raise ConfigError(f"--parallel={parallel} must be at least 1")
     env = dict(os.environ)
     if parallel > 1:  # several trials share the accelerators: no process takes all memory
         env.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
@@ -145,7 +146,7 @@ def write_report(trials, root: str, out: str) -> str:
     finished = [workdir(root, t) for t in trials
                 if os.path.exists(os.path.join(workdir(root, t), RESULTS))]
     tables = report.write_report(finished, out)
-    return next(t for t in tables if t.key == "runs").markdown()
+    return report.render.markdown(next(t for t in tables if t.key == "runs"))
 
 
 def tpu_command(trial: sweeps.Trial, work: str, extra: list[str], *, tpu_name: str, zone: str,
@@ -241,4 +242,4 @@ def main(argv) -> None:
 if __name__ == "__main__":
     # Required only when run: a test importing this module parses the global flags too.
     flags.mark_flags_as_required(["sweep"])
-    app.run(main)
+    cli.run(main)

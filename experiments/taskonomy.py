@@ -34,39 +34,55 @@ Where it is silent or our code differs, we chose:
 
 from __future__ import annotations
 
-from experiments.common import IMAGE_ARGS, base_config, image_model, parse_arg
-from mango_jax.data.spec import get_spec
+from experiments.common import (
+    base_config,
+    check_data,
+    check_flow,
+    parse_arg,
+    select_fusion,
+    set_pretrained,
+    set_runlocal,
+)
+from mango_jax import flows
+from mango_jax.errors import ConfigError
+
+ARGS = {"sources": "reshading+edge_texture", "target": "rgb", "flow": "mango", "blocks": 12,
+        "latent": True, "fusion": "mango", "pretrained": "", "runlocal": False}
 
 
 def get_config(arg: str | None = None):
-    args = parse_arg(arg, {**IMAGE_ARGS, "sources": "reshading+edge_texture", "target": "rgb"})
+    args = parse_arg(arg, ARGS)
+    check_flow(args)
     config = base_config("taskonomy", "taskonomy")
     sources = tuple(args.sources.split("+"))
     if len(sources) != 2:
-        raise ValueError(f"sources={args.sources!r}: name two domains joined by '+', e.g. "
-                         "reshading+edge_texture")
+        raise ConfigError(f"sources={args.sources!r}: name two domains joined by '+', e.g. "
+                          "reshading+edge_texture")
     config.data.sources = sources  # One FieldReference with data.modalities.
     config.data.target = args.target
-    get_spec("taskonomy").validate(config.data)
+    check_data(config.data)
+    config.data.image_size = 256
 
-    opt = config.optimizer
-    opt.learning_rate = 2e-4
-    opt.weight_decay = 0.0
-    opt.b1, opt.b2 = 0.5, 0.999
-    opt.warmup_steps = 0
-    opt.schedule = "constant"
-    opt.grad_clip_norm = 1.0
-    config.batch_size = 8
-    config.eval_batch_size = 16
-    config.num_steps = 0
-    config.num_epochs = 300
-    config.log_every = 125
-    config.eval_every = 625
-    config.checkpoint_every = 625
-    config.best_metric = "mae"
-    config.best_mode = "min"
-    config.eval_splits = ("val",)
-    image_model(config, args)
+    # E: MAE ViT-B/16 per source, D = 768; the dense decoder at width 256.
+    config.model.update(dim=768, latent_model=args.latent, decoder_width=256)
+    config.model.encoder.update(patch_size=16, depth=12, num_heads=12, mlp_ratio=4.0)
+    set_pretrained(config, args.pretrained, dict.fromkeys(sources, "vit-mae-base"))
+    # G (at the package defaults) and λ.
+    config.model.fusion.nll_weight = 0.01
+    config.model.fusion.flow.update(
+        layer=args.flow, num_blocks=args.blocks, block_pattern=flows.DEFAULT_BLOCK_PATTERN,
+        num_heads=8, coupling_hidden=512, ica_mixing_budget=4.8)
+
+    # TokenFusion's image-translation Adam; 300 epochs at batch 8, validated every 5.
+    config.optimizer.update(learning_rate=2e-4, weight_decay=0.0, b1=0.5, b2=0.999,
+                            warmup_steps=0, schedule="constant", grad_clip_norm=1.0)
+    config.update(batch_size=8, eval_batch_size=16, num_steps=0, num_epochs=300,
+                  log_every=125, eval_every=625, checkpoint_every=625,
+                  best_metric="mae", best_mode="min", eval_splits=("val",))
+
     if args.runlocal:
+        set_runlocal(config)
+        config.data.image_size = 32
         config.data.load_size = 36
+    select_fusion(config, args.fusion, dense=True)  # last: a baseline takes G's depth
     return config

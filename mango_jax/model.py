@@ -28,6 +28,10 @@ def default_config() -> ml_collections.ConfigDict:
     encoder: `mango_jax.encoders.default_config()`.
     fusion: `mango_jax.fusion.default_config(name)`; 'mango' by default.
     head_dropout, decoder_width: classifier dropout; dense decoder channels.
+    modality_dropout: q, the probability that a training example loses one of its modalities
+      (each with q / 2): its scale-fixed tokens are replaced by zeros (latent filling) and its
+      fusion aux losses are not counted, so the model learns to predict from either modality
+      alone (`mango_jax.robustness` evaluates the missing-modality strategies).
     """
     config = ml_collections.ConfigDict()
     config.dim = 256
@@ -37,6 +41,7 @@ def default_config() -> ml_collections.ConfigDict:
     config.fusion = fusion.default_config("mango")
     config.head_dropout = 0.0
     config.decoder_width = 128
+    config.modality_dropout = 0.0
     return config
 
 
@@ -92,6 +97,12 @@ class MultimodalModel(nnx.Module):
         self.fusion = fusion.build(config.fusion, dim=config.dim, tokens=tokens, rngs=rngs)
         streams = self._fused_shapes(config, tokens)
         self.heads = nnx.List([self._head(config, info, shape[1], rngs) for shape in streams])
+        # Runs trained before the field existed have none in their config.json.
+        self.modality_dropout = float(config.get("modality_dropout", 0.0))
+        if not 0.0 <= self.modality_dropout <= 1.0:
+            raise ValueError(f"model.modality_dropout={self.modality_dropout} must lie in [0, 1]")
+        if self.modality_dropout:
+            self.modality_rng = rngs["dropout"].fork()
 
     def _head(self, config, info, fused_tokens: int, rngs: nnx.Rngs) -> nnx.Module:
         if info.task in ("multiclass", "multilabel"):
@@ -139,10 +150,29 @@ class MultimodalModel(nnx.Module):
         inputs = {m: batch[m] for m in self.modalities}
         nnx.update(self, jax.jit(init)(state, inputs))
 
-    def __call__(self, batch, *, deterministic: bool = True) -> ModelOutput:
-        a, b = self.features(batch, deterministic=deterministic)
+    def from_features(self, a, b, *, deterministic: bool = True) -> ModelOutput:
+        """Fusion and heads on given scale-fixed tokens `a [B, M, D]`, `b [B, K, D]` (e.g. a
+        missing modality's latent filling or its flow imputation)."""
         fused = self.fusion(a, b, deterministic=deterministic)
         predictions = [head(s, deterministic=deterministic)
                        for head, s in zip(self.heads, fused.streams, strict=True)]
         prediction = sum(predictions[1:], predictions[0]) / len(predictions)
         return ModelOutput(prediction, dict(fused.aux_losses), dict(fused.metrics or {}))
+
+    def _drop_modality(self, a, b):
+        """Modality dropout (training only): `(a, b, kept [B])`, a dropped modality zeroed."""
+        u = jax.random.uniform(self.modality_rng(), (a.shape[0],))
+        q = self.modality_dropout
+        drop_a, drop_b = u < q / 2, (u >= q / 2) & (u < q)
+        a = jnp.where(drop_a[:, None, None], 0.0, a).astype(a.dtype)
+        b = jnp.where(drop_b[:, None, None], 0.0, b).astype(b.dtype)
+        return a, b, ~(drop_a | drop_b)
+
+    def __call__(self, batch, *, deterministic: bool = True) -> ModelOutput:
+        a, b = self.features(batch, deterministic=deterministic)
+        if deterministic or not self.modality_dropout:
+            return self.from_features(a, b, deterministic=deterministic)
+        a, b, kept = self._drop_modality(a, b)
+        out = self.from_features(a, b, deterministic=deterministic)
+        kept = kept.astype(jnp.float32)
+        return out._replace(aux_losses={k: v * kept for k, v in out.aux_losses.items()})

@@ -28,6 +28,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 from flax import nnx
 
+from mango_jax import migrate
 from mango_jax.data import paired
 from mango_jax.data.core import DatasetInfo
 from mango_jax.metrics import segmentation
@@ -73,8 +74,7 @@ def read_run(workdir: str) -> tuple[ml_collections.ConfigDict, DatasetInfo]:
     if not os.path.isfile(path):
         raise FileNotFoundError(f"{workdir} is not a training run: no config.json (train with "
                                 "python -m experiments.main --workdir=...)")
-    with open(path) as f:
-        config = ml_collections.ConfigDict(json.load(f))
+    config = migrate.read_config(path)  # any version, as the current code names its fields
     info_path = os.path.join(workdir, DATASET_JSON)
     if os.path.isfile(info_path):
         with open(info_path) as f:

@@ -153,3 +153,30 @@ def test_mango_describes_g_and_draws_attention_only_where_g_has_ica_layers(layer
     first = model.fusion.flow.layers[0].layers[0]
     x1 = jnp.concatenate([a, b], axis=1)[:1, np.asarray(first.idx1)]
     np.testing.assert_allclose(maps["mmca_ab"], first.attention(x1)[0, 0], rtol=1e-5, atol=1e-6)
+
+
+def test_modality_dropout_replaces_one_modality_by_zeros_in_training_only():
+    """q = 1: every training example loses exactly one modality (its tokens zeroed, its aux
+    losses not counted); evaluation and `from_features` see both."""
+    vectors = info("multiclass", {"x": (6,), "y": (5,)}, {"x": "vector", "y": "vector"})
+    config = small_config()
+    config.modality_dropout = 1.0
+    model = MultimodalModel(config, vectors, ("x", "y"), rngs=nnx.Rngs(0))
+    rng = np.random.default_rng(0)
+    batch = {"x": jnp.asarray(rng.normal(size=(64, 6)), jnp.float32),
+             "y": jnp.asarray(rng.normal(size=(64, 5)), jnp.float32)}
+    a, b = model.features(batch)
+    a_in, b_in, kept = model._drop_modality(a, b)
+    zero_a = np.all(np.asarray(a_in) == 0, axis=(1, 2))
+    zero_b = np.all(np.asarray(b_in) == 0, axis=(1, 2))
+    np.testing.assert_array_equal(zero_a ^ zero_b, np.ones(64, bool))
+    assert 10 < zero_a.sum() < 54 and not np.any(np.asarray(kept))
+    train = model(batch, deterministic=False)
+    assert np.all(np.asarray(train.aux_losses["nll"]) == 0.0)
+    clean = model(batch, deterministic=True)
+    np.testing.assert_allclose(np.asarray(clean.prediction),
+                               np.asarray(model.from_features(a, b).prediction), rtol=1e-6)
+    assert np.all(np.asarray(clean.aux_losses["nll"]) > 0)
+    config.modality_dropout = 1.5
+    with pytest.raises(ValueError, match="modality_dropout"):
+        MultimodalModel(config, vectors, ("x", "y"), rngs=nnx.Rngs(0))

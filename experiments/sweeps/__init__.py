@@ -28,6 +28,8 @@ import os
 import re
 from collections.abc import Mapping, Sequence
 
+from mango_jax.errors import ConfigError
+
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 SEGMENTATION = ("experiments/nyudv2.py", "experiments/sunrgbd.py")
 # The paper's MANGO configuration; the ablation tables vary one or two of these.
@@ -101,7 +103,7 @@ def paper_trials(**axes: Sequence) -> list[Trial]:
 
 def _module_from_file(path: str):
     if not os.path.isfile(path):
-        raise FileNotFoundError(f"{path} does not exist")
+        raise ConfigError(f"--sweep={path}: no such file")
     spec = importlib.util.spec_from_file_location(f"_sweep_{_slug(path)}", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
@@ -118,15 +120,15 @@ def load(sweep: str) -> list[Trial]:
         except ModuleNotFoundError as e:
             if e.name != f"{__name__}.{sweep}":
                 raise
-            raise ValueError(f"no sweep {sweep!r}; ready-made: {', '.join(available())}, or "
+            raise ConfigError(f"no sweep {sweep!r}; ready-made: {', '.join(available())}, or "
                              "give the path of a .py file with get_trials()") from None
     if not hasattr(module, "get_trials"):
-        raise ValueError(f"sweep {sweep!r} has no get_trials() function")
+        raise ConfigError(f"sweep {sweep!r} has no get_trials() function")
     trials = list(module.get_trials())
     names = [t.name for t in trials]
     clashes = sorted({n for n in names if names.count(n) > 1})
     if clashes:
-        raise ValueError(f"sweep {sweep!r} has several trials named {clashes}; make their "
+        raise ConfigError(f"sweep {sweep!r} has several trials named {clashes}; make their "
                          "arguments or overrides differ")
     return trials
 
@@ -141,7 +143,7 @@ def build_config(t: Trial):
     try:
         return _config_module(os.path.join(REPO, t.config)).get_config(t.arg or None)
     except ValueError as e:
-        raise ValueError(f"trial {t.name}: {e}") from None
+        raise ConfigError(f"trial {t.name}: {e}") from None
 
 
 def check(trials: Sequence[Trial]) -> None:
@@ -153,10 +155,10 @@ def check(trials: Sequence[Trial]) -> None:
             node = config
             for part in key.split("."):
                 if part not in node:
-                    raise ValueError(f"trial {t.name}: the config has no field {key!r}")
+                    raise ConfigError(f"trial {t.name}: the config has no field {key!r}")
                 node = node[part]
         if config.get("compare"):
-            raise ValueError(f"trial {t.name} trains several methods ({config.compare}); give "
+            raise ConfigError(f"trial {t.name} trains several methods ({config.compare}); give "
                              "each its own trial so that each has one workdir and results.json")
 
 

@@ -43,6 +43,13 @@ def forward_record(params: dict[str, int], forward: xla.Program) -> dict:
             "forward_gmacs": None if forward.flops is None else forward.flops / 2e9}
 
 
+def inference_record(program: xla.Program, timing: Timing) -> dict:
+    """Inference at batch 1: median ms per image (Table 8's latency) and the build times."""
+    return {"inference": {**timing.as_dict(), "lower_s": program.lower_s,
+                          "compile_s": program.compile_s},
+            "inference_ms": 1e3 * timing.median}
+
+
 def train_record(program: xla.Program, timing: Timing, batch_size: int, *,
                  model_flops: float | None = None) -> dict:
     """One train step: FLOPs, build times, step time, throughput and memory.
@@ -64,6 +71,7 @@ def train_record(program: xla.Program, timing: Timing, batch_size: int, *,
 
 
 RATIO_KEYS = (("params_m", "params"), ("forward_gflops", "forward GFLOP"),
+              ("inference_ms", "inference ms"),
               ("train_step_gflops", "train-step GFLOP"), ("compile_s", "compile s"),
               ("step_ms", "step ms"), ("examples_per_s", "examples/s"),
               ("achieved_gflops_per_s", "achieved GFLOP/s"),
@@ -82,6 +90,24 @@ def ratios(numerator: dict, denominator: dict) -> dict[str, float | None]:
         a, b = figure(numerator, key), figure(denominator, key)
         out[key] = None if a is None or b in (None, 0) else a / b
     return out
+
+
+# Our record's figure for each of Table 8's columns (its GFLOPs are multiply-adds).
+TABLE8_FIGURES = (("params_m", "params_m"), ("forward_gmacs", "gflops"),
+                  ("inference_ms", "inference_ms"))
+TABLE8_NAMES = {"geminifusion": "GeminiFusion", "tokenfusion": "TokenFusion"}
+
+
+# Table 8's columns as keys of our ratios (a ratio of multiply-adds is one of FLOPs).
+TABLE8_RATIO_KEYS = (("params_m", "params_m"), ("forward_gflops", "gflops"),
+                     ("inference_ms", "inference_ms"))
+
+
+def table8_ratios(table8: dict) -> dict:
+    """The paper's own ratios, MANGO over each method of Table 8, keyed like ours."""
+    return {f"mango / {name}": {ours: table8["MANGO"][its] / table8[paper][its]
+                                for ours, its in TABLE8_RATIO_KEYS}
+            for name, paper in TABLE8_NAMES.items()}
 
 
 def bar(name: str, value: float | None, target: float, *, at_most: bool = False,

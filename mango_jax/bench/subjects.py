@@ -1,10 +1,13 @@
-"""What the benchmark measures: MANGO and a plain transformer fusion built from one config.
+"""What the benchmark measures: MANGO and reference fusions built from one config.
 
-A `Spec` holds a model config (fusion 'mango'), the dataset's `DatasetInfo` and the run sizes;
-it comes from a built-in preset or from an experiment config file. `transformer_config` turns
-it into the baseline: the same encoders and head around a joint pre-LN transformer
-(`fusion.default_config('concat')`, mode='token') of the same width, token count, depth and
-heads. Inputs are synthetic, so no prepared dataset is needed.
+A `Spec` holds a model config (fusion 'mango'), the dataset's `DatasetInfo`, the run sizes and
+the references; it comes from a built-in preset or from an experiment config file. A reference
+(`Reference`) is MANGO's model with G replaced by another fusion of the same width, token count
+and heads: 'transformer', a joint pre-LN transformer (`fusion.default_config('concat')`,
+mode='token'), or any fusion method of the registry. Its depth is either G's block count
+('equal') or the number of fusion layers that brings the whole model's parameter count closest
+to MANGO's ('params', how Table 8 compares models of similar size). Inputs are synthetic, so no
+prepared dataset is needed.
 """
 
 from __future__ import annotations
@@ -25,15 +28,42 @@ from mango_jax.data.core import DataNotFoundError, DatasetInfo
 from mango_jax.flows import checks
 from mango_jax.train import optim
 from mango_jax.train.loop import parameter_counts
-from mango_jax.train.sharding import batch_sharding, make_mesh, state_shardings
+from mango_jax.train.sharding import DATA_AXES, batch_sharding, state_shardings
 from mango_jax.train.step import StepConfig, make_train_step
 
 PRESETS = ("paper_nyudv2", "small")
+DEPTH_RULES = ("equal", "params")
 
-# Table 8 of the paper (NYUDv2, 256 × 256 inputs): parameters (M), GFLOPs, inference ms.
-TABLE8 = {"MANGO": {"params_m": 72.9, "gflops": 152.0, "inference_ms": 144.0},
-          "GeminiFusion": {"params_m": 75.8, "gflops": 174.0, "inference_ms": 153.0},
-          "TokenFusion": {"params_m": 45.9, "gflops": 108.0, "inference_ms": 126.0}}
+
+@dataclasses.dataclass(frozen=True)
+class Reference:
+    """A fusion measured beside MANGO: `name` ('transformer' or a registry name) and its depth
+    rule ('equal': one layer per flow block; 'params': the layer count whose model has the
+    parameter count nearest MANGO's)."""
+
+    name: str
+    depth: str = "equal"
+
+    def __post_init__(self):
+        if self.depth not in DEPTH_RULES:
+            raise ValueError(f"reference {self.name!r}: depth rule {self.depth!r}; expected one "
+                             f"of {DEPTH_RULES}")
+        if self.name != "transformer" and self.name not in fusion.NAMES[1:]:
+            raise ValueError(f"reference {self.name!r} is neither 'transformer' nor a fusion "
+                             f"method; choose from {fusion.NAMES[1:]}")
+
+    @classmethod
+    def parse(cls, text: str) -> Reference:
+        """`name` or `name=equal|params` (the `--references` flag's items)."""
+        name, _, depth = text.partition("=")
+        return cls(name.strip(), depth.strip() or "equal")
+
+
+# Table 8's comparison: the transformer at G's depth, GeminiFusion and TokenFusion at MANGO's
+# parameter count. At an experiment's size the cross-attention fusion is the reference.
+TABLE8_REFERENCES = (Reference("transformer"), Reference("geminifusion", "params"),
+                     Reference("tokenfusion", "params"))
+EXPERIMENT_REFERENCES = (Reference("transformer"), Reference("cross_attention"))
 
 PAPER_ENCODER_MAPPING = (
     "The paper's encoders are MAE's ViT (its ref. [14]) for RGB and for depth, at 256 x 256, "
@@ -60,6 +90,7 @@ class Spec:
     compute_dtype: str
     sweep_tokens: tuple[int, ...]
     sweep_blocks: int
+    references: tuple[Reference, ...] = TABLE8_REFERENCES
     notes: dict = dataclasses.field(default_factory=dict)
 
 
@@ -121,17 +152,67 @@ def from_experiment(config: ml_collections.ConfigDict, name: str) -> Spec:
     flow = config.model.fusion.flow
     return Spec(name, config.model, info, tuple(config.data.modalities), config.optimizer,
                 batch_size=int(config.batch_size), compute_dtype=config.compute_dtype,
-                sweep_tokens=(64, 128, 256, 512, 1024), sweep_blocks=min(2, flow.num_blocks))
+                sweep_tokens=(64, 128, 256, 512, 1024), sweep_blocks=min(2, flow.num_blocks),
+                references=EXPERIMENT_REFERENCES)
+
+
+def reference_config(model_config: ml_collections.ConfigDict, name: str, num_layers: int, *,
+                     dense: bool = False) -> ml_collections.ConfigDict:
+    """MANGO's model with G replaced by fusion `name` ('transformer': a joint pre-LN
+    transformer over both modalities' tokens) with G's width and heads and `num_layers`
+    layers; `dense`: the method's defaults for a dense head."""
+    config = model_config.copy_and_resolve_references()
+    heads = config.fusion.flow.num_heads
+    if name == "transformer":
+        config.fusion = fusion.default_config("concat")
+        config.fusion.update(mode="token")
+    else:
+        config.fusion = fusion.default_config(name, dense=dense)
+    config.fusion.update(num_layers=int(num_layers), num_heads=heads)
+    return config
 
 
 def transformer_config(model_config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
-    """The baseline: MANGO's model with G replaced by a joint pre-LN transformer over both
-    modalities' tokens with G's width, depth (one layer per block) and heads."""
-    config = model_config.copy_and_resolve_references()
-    flow = config.fusion.flow
-    config.fusion = fusion.default_config("concat")
-    config.fusion.update(mode="token", num_layers=flow.num_blocks, num_heads=flow.num_heads)
-    return config
+    """The baseline: a joint pre-LN transformer with G's width, depth (one layer per block)
+    and heads."""
+    return reference_config(model_config, "transformer", model_config.fusion.flow.num_blocks)
+
+
+def model_parameter_counts(model_config, info: DatasetInfo, modalities) -> dict[str, int]:
+    """`parameter_counts` of the model `model_config` builds. (It is built for real:
+    `nnx.eval_shape` takes minutes at the paper's size, its tracing being quadratic in the
+    number of random initialisations.)"""
+    return parameter_counts(model_lib.MultimodalModel(model_config, info, tuple(modalities),
+                                                      rngs=nnx.Rngs(0)))
+
+
+def matched_depth(model_config, info: DatasetInfo, modalities, name: str, target: int, *,
+                  dense: bool = False, max_layers: int = 256) -> tuple[int, int]:
+    """`(layers, params)`: the layer count of reference `name` whose whole model has the
+    parameter count nearest `target` (ties: fewer layers), and that count.
+
+    A fusion's parameters grow by the same amount per layer, so the count is linear in the
+    depth: two builds give the slope, and the two depths around the target are
+    counted exactly.
+    """
+
+    counts: dict[int, int] = {}
+
+    def count(layers: int) -> int:
+        if layers not in counts:
+            config = reference_config(model_config, name, layers, dense=dense)
+            counts[layers] = model_parameter_counts(config, info, modalities)["total"]
+        return counts[layers]
+
+    one, two = count(1), count(2)
+    if two <= one:
+        raise ValueError(f"reference {name!r} has no parameters per layer; it cannot be matched "
+                         f"to MANGO's parameter count: use its depth rule 'equal'")
+    estimate = 1 + (target - one) / (two - one)
+    candidates = sorted({min(max_layers, max(1, math.floor(estimate) + k)) for k in (0, 1)})
+    counted = [(abs(count(n) - target), n) for n in candidates]
+    _, layers = min(counted)
+    return layers, count(layers)
 
 
 def with_tokens(info: DatasetInfo, modalities, model_config, tokens: int):
@@ -181,6 +262,13 @@ def synthetic_batch(info: DatasetInfo, modalities, batch_size: int, seed: int = 
     return batch
 
 
+def one_device_mesh() -> jax.sharding.Mesh:
+    """The training mesh on the first device alone: the bench measures one chip (and a batch
+    of 1 need not divide over several)."""
+    return jax.sharding.Mesh(np.array(jax.devices()[:1]).reshape(1, 1), DATA_AXES,
+                             axis_types=(jax.sharding.AxisType.Auto,) * 2)
+
+
 class Subject:
     """One model with its optimiser state, ready to compile and time.
 
@@ -199,7 +287,7 @@ class Subject:
         self.has_flow = hasattr(model.fusion, "flow")
         tx, schedule = optim.make_optimizer(optimizer_config, total_steps=10_000)
         self.graphdef, state = nnx.split((model, nnx.Optimizer(model, tx, wrt=nnx.Param)))
-        self.mesh = make_mesh(1)
+        self.mesh = one_device_mesh()
         sharding = state_shardings(self.mesh, state)
         self.state = jax.device_put(state, sharding)
         step_config = StepConfig(task=info.task, ignore_index=info.ignore_index,
@@ -215,6 +303,10 @@ class Subject:
     def train_program(self, batch) -> xla.Program:
         return xla.build(self.train_step, self.state, batch)
 
+    def predictor(self, program: xla.Program, batch):
+        """A zero-argument call that runs the forward program of `forward_program`."""
+        return lambda: program.compiled(self.state, batch)
+
     def stepper(self, program: xla.Program, batch):
         """A zero-argument call that runs one train step and keeps the new state."""
 
@@ -225,12 +317,16 @@ class Subject:
         return step
 
     def forward_program(self, batch) -> xla.Program:
-        """The model's inference forward pass (float32), for its FLOPs."""
-        graphdef = self.graphdef
+        """The model's inference forward pass in the compute dtype, for its FLOPs and
+        latency."""
+        graphdef, dtype = self.graphdef, self.compute_dtype
 
         def forward(state, batch):
             model, _ = nnx.merge(graphdef, state)
-            return model(batch, deterministic=True).prediction
+            model = checks.cast_floats(model, dtype)
+            inputs = {k: v.astype(dtype) if k not in ("label", "mask") and
+                      jnp.issubdtype(v.dtype, jnp.floating) else v for k, v in batch.items()}
+            return model(inputs, deterministic=True).prediction
 
         return xla.build(jax.jit(forward), self.state, batch)
 

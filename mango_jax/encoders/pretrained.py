@@ -31,7 +31,7 @@ from mango_jax.encoders.vit import ViTEncoder
 # Head counts of the published widths (ViT-B, ViT-L, ViT-H/14: 16 heads of 80); any other
 # width that is a multiple of 64 gets heads of 64, as ViTs and CLIP's text towers use.
 KNOWN_HEADS = {768: 12, 1024: 16, 1280: 16}
-# config.json's `hidden_act` -> mango_jax.fusion.layers.ACTIVATIONS.
+# config.json's `hidden_act` -> mango_jax.nn.ACTIVATIONS.
 HIDDEN_ACT = {"gelu": "gelu", "quick_gelu": "quick_gelu", "gelu_new": "gelu_tanh",
               "gelu_pytorch_tanh": "gelu_tanh"}
 PICKLED = (".pth", ".pt", ".bin", ".ckpt", ".pkl")

@@ -6,7 +6,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from mango_jax.fusion.layers import MultiHeadAttention
+from mango_jax.nn import MultiHeadAttention
 
 
 class TokenResampler(nnx.Module):

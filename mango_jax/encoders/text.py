@@ -7,7 +7,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from mango_jax.fusion.layers import TransformerBlock
+from mango_jax.nn import TransformerBlock
 
 PAD_ID = 0
 
@@ -57,7 +57,7 @@ class TextEncoder(nnx.Module):
         (padding comes last), without one a bidirectional encoder derives it."""
         if ids.shape[1] > self.context_length:
             raise ValueError(f"text of {ids.shape[1]} tokens exceeds the encoder's context of "
-                             f"{self.context_length}; truncate in the data config (or raise "
+                             f"{self.context_length}; lower data.max_text_len (or raise "
                              "model.encoder.text_max_len for a randomly initialised encoder)")
         if mask is None and not self.causal:
             mask = self.padding_mask(ids)

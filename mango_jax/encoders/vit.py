@@ -13,7 +13,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from mango_jax.fusion.layers import TransformerBlock
+from mango_jax.nn import TransformerBlock
 
 
 def sincos_2d(grid: tuple[int, int], dim: int) -> np.ndarray:

@@ -2,11 +2,17 @@
 
 `build(config, rngs=...)` returns G for `config.layer` ('mango', or a flow baseline of the
 ablation). Every layer keeps the contract of `mango_jax.flows.base`.
+
+A layer kind is one module of this package that defines
+`make_block(config, index, tokens, *, rngs, param_dtype) -> Sequential` (block `index` of G for
+`tokens = (M, K)`) and, if it has fields of its own, `DEFAULTS` (its sub-config
+`flow.<kind>.*`). Every module of the package is imported here, so a new kind is a new file.
 """
 
 from __future__ import annotations
 
 import importlib
+import pkgutil
 
 import jax.numpy as jnp
 import ml_collections
@@ -25,16 +31,13 @@ __all__ = [
     "LAYERS",
 ]
 
-LAYERS = ("mango", "realnvp", "glow", "flowpp", "attnflow")
-
 DEFAULT_BLOCK_PATTERN = ("mmca_ab", "mmca_ba", "imca_1", "imca_2", "imca_3", "imca_4",
                          "lica", "lica", "coupling")
 
-
-def _module(layer: str):
-    """The module of layer kind `layer`: its `make_block(config, index, tokens, *, rngs,
-    param_dtype)` and, for a baseline, `DEFAULTS`, its own fields (`flow.<layer>.*`)."""
-    return importlib.import_module(f"mango_jax.flows.{layer}")
+# Layer kind -> its module (see the module docstring).
+KINDS = {info.name: module for info in pkgutil.iter_modules(__path__)
+         if hasattr(module := importlib.import_module(f"{__name__}.{info.name}"), "make_block")}
+LAYERS = tuple(KINDS)
 
 
 def default_config() -> ml_collections.ConfigDict:
@@ -53,8 +56,8 @@ def default_config() -> ml_collections.ConfigDict:
       coupling log-scale (each layer scales by at most e^c).
     remat: rematerialise each block in the backward pass. seed: LICA permutations.
     param_dtype: 'float32' (or 'float64' under x64).
-    realnvp, glow, flowpp, attnflow: each baseline layer's own fields, declared by its module
-      (`DEFAULTS`), e.g. `glow.kernel_size`, `flowpp.num_components`.
+    <kind>: the fields of a layer kind that has its own, declared by its module (`DEFAULTS`),
+      e.g. `glow.kernel_size`, `flowpp.num_components`.
     """
     config = ml_collections.ConfigDict()
     config.layer = "mango"
@@ -70,8 +73,9 @@ def default_config() -> ml_collections.ConfigDict:
     config.remat = False
     config.seed = 0
     config.param_dtype = "float32"
-    for layer in LAYERS[1:]:
-        config[layer] = ml_collections.ConfigDict(_module(layer).DEFAULTS)
+    for kind, module in KINDS.items():
+        if hasattr(module, "DEFAULTS"):
+            config[kind] = ml_collections.ConfigDict(module.DEFAULTS)
     return config
 
 
@@ -85,10 +89,10 @@ def token_counts(config) -> tuple[int, int]:
 
 def build(config: ml_collections.ConfigDict, *, rngs: nnx.Rngs) -> Sequential:
     """G: `config.num_blocks` blocks of `config.layer`, as one `Sequential` of blocks."""
-    if config.layer not in LAYERS:
+    if config.layer not in KINDS:
         raise ValueError(f"flow.layer={config.layer!r}; expected one of {LAYERS}")
     tokens = token_counts(config)
     param_dtype = jnp.dtype(config.param_dtype)
-    make_block = _module(config.layer).make_block
+    make_block = KINDS[config.layer].make_block
     return Sequential([make_block(config, i, tokens, rngs=rngs, param_dtype=param_dtype)
                        for i in range(config.num_blocks)], remat=config.remat)

@@ -64,8 +64,6 @@ comes from MANGO's `ica_mixing_budget` over the `num_blocks` iTrans layers
 
 from __future__ import annotations
 
-import math
-
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -74,7 +72,12 @@ from flax import nnx
 from mango_jax.flows.actnorm import ActNorm
 from mango_jax.flows.base import HIGHEST, InvertibleLayer, Sequential, logdet_dtype
 from mango_jax.flows.coupling import bounded_log_scale
-from mango_jax.flows.ica import min_identity_for_depth, query_key_logits
+from mango_jax.flows.ica import (
+    BoundedAttention,
+    min_identity_for_depth,
+    mix_identity,
+    normalize_rows,
+)
 from mango_jax.flows.realnvp import channel_coupling, sigmoid_log_scale
 
 # `flow.attnflow` (mango_jax.flows.default_config).
@@ -136,27 +139,14 @@ class IMap(InvertibleLayer):
         return y * jnp.exp(-log_gate).astype(y.dtype), -self._logdet(log_gate, y.dtype)
 
 
-class ITrans(InvertibleLayer):
+class ITrans(BoundedAttention):
     """AttnFlow's dot-product invertible attention on `[B, N, D]` (equations in the module doc)."""
 
     def __init__(self, dim: int, num_heads: int, *, parity: int, min_identity: float,
                  rngs: nnx.Rngs, param_dtype=jnp.float32):
-        if not 0.5 < min_identity < 1.0:
-            raise ValueError(f"min_identity must lie in (0.5, 1), got {min_identity}")
-        self.num_heads = num_heads
-        self.head_dim = _check_heads(dim, num_heads)
+        super().__init__(dim, num_heads, min_identity=min_identity, rngs=rngs,
+                         param_dtype=param_dtype)
         self.parity = parity % 2
-        self.min_identity = float(min_identity)
-        self.query = nnx.Linear(dim, dim, rngs=rngs, param_dtype=param_dtype)
-        self.key = nnx.Linear(dim, dim, rngs=rngs, param_dtype=param_dtype)
-        self.query_norm = nnx.LayerNorm(self.head_dim, rngs=rngs, param_dtype=param_dtype)
-        self.key_norm = nnx.LayerNorm(self.head_dim, rngs=rngs, param_dtype=param_dtype)
-        self.log_temperature = nnx.Param(
-            jnp.full((num_heads,), -0.5 * math.log(self.head_dim), param_dtype))
-        self.mix_logit = nnx.Param(jnp.zeros((num_heads,), param_dtype))
-
-    def _heads(self, x):
-        return x.reshape(*x.shape[:2], self.num_heads, self.head_dim)
 
     def groups(self, num_tokens: int):
         """Static `(tokens T_t, moved channels J_t)` for t = 0, 1, leaving out empty groups."""
@@ -171,15 +161,10 @@ class ITrans(InvertibleLayer):
     def attention(self, x: jax.Array, tokens: np.ndarray) -> jax.Array:
         """`A: [B, H, |T|, |T|]` (in ≥ float32) for the tokens `T`, from `x`'s conditioning
         entries only."""
-        acc = logdet_dtype(x.dtype)
         mask = checkerboard(x.shape[1], self.num_heads, self.head_dim, self.parity)
         x_cond = (x * mask)[:, tokens]
-        probs = jax.nn.softmax(query_key_logits(self, x_cond), axis=-1)
-        floor = self.min_identity
-        a = floor + (1.0 - floor) * jax.nn.sigmoid(self.mix_logit[...].astype(acc))
-        n = tokens.size
-        mixed = (1.0 - a)[:, None, None] * probs + a[:, None, None] * jnp.eye(n, dtype=acc)
-        return mixed / jnp.sqrt(jnp.sum(mixed * mixed, axis=-1, keepdims=True))
+        probs = jax.nn.softmax(self.query_key_logits(x_cond), axis=-1)
+        return normalize_rows(mix_identity(probs, self.identity_weight(logdet_dtype(x.dtype))))
 
     def _values(self, x, tokens, channels):
         """`x[T, h, J]` as `[B, H, |T|, |J|]`."""

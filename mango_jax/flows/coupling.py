@@ -1,4 +1,5 @@
-"""RealNVP affine coupling over channels (Dinh, Sohl-Dickstein & Bengio 2017, eqs. 6-9)."""
+"""The coupling skeleton, and RealNVP affine coupling over channels (Dinh, Sohl-Dickstein &
+Bengio 2017, eqs. 6-9)."""
 
 from __future__ import annotations
 
@@ -53,7 +54,47 @@ class Conditioner(nnx.Module):
         return raw_log_scale, shift
 
 
-class AffineCoupling(InvertibleLayer):
+class Coupling(InvertibleLayer):
+    """A coupling layer: `x -> (x_cond, x_moved)`, `θ = conditioner(x_cond)`,
+    `y_moved = f(x_moved; θ)`, `y = merge(x, y_moved)`; the inverse runs `f⁻¹` with the same θ,
+    since `x_cond` passes through unchanged. The Jacobian is block-triangular, so the log-det is
+    f's alone.
+
+    Subclasses plug in the partition (`partition`, `merge`), the conditioner (`condition`: θ as
+    a tuple) and the transform (`transform`, `untransform`: values and log-det `[B]`); the
+    default transform is the bounded affine map (`affine_forward`) with `self.max_log_scale`.
+    """
+
+    max_log_scale: float
+
+    def partition(self, x: jax.Array) -> tuple[jax.Array, jax.Array]:
+        raise NotImplementedError(f"{type(self).__name__} must implement partition")
+
+    def merge(self, x: jax.Array, cond: jax.Array, moved: jax.Array) -> jax.Array:
+        raise NotImplementedError(f"{type(self).__name__} must implement merge")
+
+    def condition(self, cond: jax.Array) -> tuple[jax.Array, ...]:
+        """The transform's parameters from the conditioning part (default: `conditioner`)."""
+        return self.conditioner(cond)
+
+    def transform(self, moved, params):
+        return affine_forward(moved, *params, self.max_log_scale, (1, 2))
+
+    def untransform(self, moved, params):
+        return affine_inverse(moved, *params, self.max_log_scale, (1, 2))
+
+    def __call__(self, x):
+        cond, moved = self.partition(x)
+        moved, logdet = self.transform(moved, self.condition(cond))
+        return self.merge(x, cond, moved), logdet
+
+    def inverse(self, y):
+        cond, moved = self.partition(y)
+        moved, logdet = self.untransform(moved, self.condition(cond))
+        return self.merge(y, cond, moved), logdet
+
+
+class AffineCoupling(Coupling):
     """Affine coupling over channels of `[B, N, D]`.
 
     One channel half (`parity` 0: the first ⌈D/2⌉ channels; 1: the rest) conditions an
@@ -72,19 +113,9 @@ class AffineCoupling(InvertibleLayer):
         self.conditioner = Conditioner(d_cond, dim - d_cond, hidden, rngs=rngs,
                                        param_dtype=param_dtype)
 
-    def _halves(self, x):
+    def partition(self, x):
         first, second = x[..., : self.split], x[..., self.split:]
         return (first, second) if self.parity == 0 else (second, first)
 
-    def _join(self, cond, moved):
+    def merge(self, x, cond, moved):
         return jnp.concatenate([cond, moved] if self.parity == 0 else [moved, cond], axis=-1)
-
-    def __call__(self, x):
-        cond, moved = self._halves(x)
-        moved, logdet = affine_forward(moved, *self.conditioner(cond), self.max_log_scale, (1, 2))
-        return self._join(cond, moved), logdet
-
-    def inverse(self, y):
-        cond, moved = self._halves(y)
-        moved, logdet = affine_inverse(moved, *self.conditioner(cond), self.max_log_scale, (1, 2))
-        return self._join(cond, moved), logdet

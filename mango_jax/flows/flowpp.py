@@ -44,8 +44,8 @@ import numpy as np
 from flax import nnx
 
 from mango_jax.flows.actnorm import ActNorm
-from mango_jax.flows.base import InvertibleLayer, Sequential, logdet_dtype
-from mango_jax.flows.coupling import bounded_log_scale
+from mango_jax.flows.base import Sequential, logdet_dtype
+from mango_jax.flows.coupling import Coupling, bounded_log_scale
 from mango_jax.flows.glow import ChannelMixLU
 from mango_jax.flows.realnvp import CHANNELS, channel_partition, merge, sigmoid_log_scale, split
 
@@ -140,7 +140,7 @@ def solve_mixture_logit(z: jax.Array, log_pi, mean, log_scale, *, tolerance: flo
     return x, iterations
 
 
-class MixtureLogisticCoupling(InvertibleLayer):
+class MixtureLogisticCoupling(Coupling):
     """Flow++'s mixture-of-logistics CDF coupling over the channels of `[B, N, D]` (parity as
     `AffineCoupling`), with an `AttentionConditioner` over the tokens."""
 
@@ -165,7 +165,7 @@ class MixtureLogisticCoupling(InvertibleLayer):
         spread = np.linspace(-0.5, 0.5, num_components) if num_components > 1 else np.zeros(1)
         self.mean_offset = nnx.Param(jnp.asarray(spread * max_mean, param_dtype))
 
-    def mixture(self, x1: jax.Array):
+    def condition(self, x1: jax.Array):
         """`(log π, μ, s: [B, N, D₂, K], a, b: [B, N, D₂])` for the conditioning part `x1`."""
         b, n, _ = x1.shape
         k = self.num_components
@@ -180,20 +180,23 @@ class MixtureLogisticCoupling(InvertibleLayer):
     def _logdet(self, log_dg, a, dtype):
         return jnp.sum((log_dg + a).astype(logdet_dtype(dtype)), axis=(1, 2))
 
-    def __call__(self, x):
-        x1, x2 = split(x, CHANNELS, self.cond, self.moved)
-        log_pi, mean, log_scale, a, shift = self.mixture(x1)
-        z, log_dg = mixture_logit(x2, log_pi, mean, log_scale)
-        y2 = z * jnp.exp(a) + shift
-        return merge(x, CHANNELS, self.moved, y2), self._logdet(log_dg, a, x.dtype)
+    def partition(self, x):
+        return split(x, CHANNELS, self.cond, self.moved)
 
-    def inverse(self, y):
-        y1, y2 = split(y, CHANNELS, self.cond, self.moved)
-        log_pi, mean, log_scale, a, shift = self.mixture(y1)
+    def merge(self, x, cond, moved):
+        return merge(x, CHANNELS, self.moved, moved)
+
+    def transform(self, x2, params):
+        log_pi, mean, log_scale, a, shift = params
+        z, log_dg = mixture_logit(x2, log_pi, mean, log_scale)
+        return z * jnp.exp(a) + shift, self._logdet(log_dg, a, x2.dtype)
+
+    def untransform(self, y2, params):
+        log_pi, mean, log_scale, a, shift = params
         x2, _ = solve_mixture_logit((y2 - shift) * jnp.exp(-a), log_pi, mean, log_scale,
                                     tolerance=self.tolerance, max_iterations=self.max_iterations)
         _, log_dg = mixture_logit(x2, log_pi, mean, log_scale)
-        return merge(y, CHANNELS, self.moved, x2), -self._logdet(log_dg, a, y.dtype)
+        return x2, -self._logdet(log_dg, a, y2.dtype)
 
 
 def make_block(config, block: int, tokens: tuple[int, int], *, rngs: nnx.Rngs,

@@ -46,21 +46,56 @@ def min_identity_for_depth(mixing_budget: float, num_ica_layers: int,
     return max(shallow_floor, 1.0 - mixing_budget / max(num_ica_layers, 1))
 
 
-def _mix(probs: jax.Array, a: jax.Array) -> jax.Array:
+def mix_identity(probs: jax.Array, a: jax.Array) -> jax.Array:
     """`Ã = a I + (1 − a) S` for `S: [B, H, n, n]`, `a: [H]`."""
     eye = jnp.eye(probs.shape[-1], dtype=probs.dtype)
     return (1.0 - a)[:, None, None] * probs + a[:, None, None] * eye
 
 
-def query_key_logits(layer, x: jax.Array) -> jax.Array:
-    """`LN(Q) LN(K)ᵀ · t` per head, `[B, H, n, n]` in ≥ float32, for `x: [B, n, D]` and a layer
-    with `query`, `key`, `query_norm`, `key_norm`, `log_temperature` and `_heads` (ICA, and
-    AttnFlow's iTrans)."""
-    acc = logdet_dtype(x.dtype)
-    q = layer.query_norm(layer._heads(layer.query(x))).astype(acc)
-    k = layer.key_norm(layer._heads(layer.key(x))).astype(acc)
-    scale = jnp.exp(layer.log_temperature[...].astype(acc))
-    return jnp.einsum("bihd,bjhd->bhij", q, k, precision=HIGHEST) * scale[:, None, None]
+def normalize_rows(mixed: jax.Array) -> jax.Array:
+    """`A = diag(r)⁻¹ Ã` with `r_i = ‖Ã_i‖₂`."""
+    return mixed / jnp.sqrt(jnp.sum(mixed * mixed, axis=-1, keepdims=True))
+
+
+class BoundedAttention(InvertibleLayer):
+    """The bounded-attention core of ICA and AttnFlow's iTrans: per head h, the logits
+    `LN(Q) LN(K)ᵀ · e^{τ_h}` and the identity weight `a_h = a_min + (1 − a_min) σ(θ_h)` of
+    `Ã = a I + (1 − a) S` (the conditioning bound in the module docstring). Subclasses choose the
+    tokens it attends over, the mask on S and how the matrix is applied and inverted.
+    """
+
+    def __init__(self, dim: int, num_heads: int, *, min_identity: float, rngs: nnx.Rngs,
+                 param_dtype=jnp.float32):
+        if dim % num_heads:
+            raise ValueError(f"dim={dim} must be divisible by num_heads={num_heads}")
+        if not 0.5 < min_identity < 1.0:
+            raise ValueError(f"min_identity must lie in (0.5, 1), got {min_identity}")
+        self.num_heads = num_heads
+        self.head_dim = dim // num_heads
+        self.min_identity = float(min_identity)
+        self.query = nnx.Linear(dim, dim, rngs=rngs, param_dtype=param_dtype)
+        self.key = nnx.Linear(dim, dim, rngs=rngs, param_dtype=param_dtype)
+        self.query_norm = nnx.LayerNorm(self.head_dim, rngs=rngs, param_dtype=param_dtype)
+        self.key_norm = nnx.LayerNorm(self.head_dim, rngs=rngs, param_dtype=param_dtype)
+        self.log_temperature = nnx.Param(
+            jnp.full((num_heads,), -0.5 * math.log(self.head_dim), param_dtype))
+        self.mix_logit = nnx.Param(jnp.zeros((num_heads,), param_dtype))
+
+    def _heads(self, x):
+        return x.reshape(*x.shape[:2], self.num_heads, self.head_dim)
+
+    def query_key_logits(self, x: jax.Array) -> jax.Array:
+        """`LN(Q) LN(K)ᵀ · t` per head, `[B, H, n, n]` in ≥ float32, for `x: [B, n, D]`."""
+        acc = logdet_dtype(x.dtype)
+        q = self.query_norm(self._heads(self.query(x))).astype(acc)
+        k = self.key_norm(self._heads(self.key(x))).astype(acc)
+        scale = jnp.exp(self.log_temperature[...].astype(acc))
+        return jnp.einsum("bihd,bjhd->bhij", q, k, precision=HIGHEST) * scale[:, None, None]
+
+    def identity_weight(self, dtype) -> jax.Array:
+        """`a: [H]` in `dtype`, in `[a_min, 1)` for every parameter value."""
+        floor = self.min_identity
+        return floor + (1.0 - floor) * jax.nn.sigmoid(self.mix_logit[...].astype(dtype))
 
 
 MAX_TOKEN_RUNS = 8
@@ -95,7 +130,7 @@ def take_tokens(x: jax.Array, idx) -> jax.Array:
     return parts[0] if len(parts) == 1 else jnp.concatenate(parts, axis=1)
 
 
-class ICA(InvertibleLayer):
+class ICA(BoundedAttention):
     """ICA on a fixed token partition of `x: [B, N, D]`.
 
     `idx1` (conditioning tokens, `X1`) and `idx2` (transformed tokens, `X2`) are static index
@@ -104,24 +139,12 @@ class ICA(InvertibleLayer):
 
     def __init__(self, dim: int, num_heads: int, idx1, idx2, *, min_identity: float,
                  rngs: nnx.Rngs, param_dtype=jnp.float32):
-        if dim % num_heads:
-            raise ValueError(f"dim={dim} must be divisible by num_heads={num_heads}")
         if len(idx1) != len(idx2):
             raise ValueError(f"ICA needs equal halves, got {len(idx1)} and {len(idx2)} tokens")
-        if not 0.5 < min_identity < 1.0:
-            raise ValueError(f"min_identity must lie in (0.5, 1), got {min_identity}")
-        self.num_heads = num_heads
-        self.head_dim = dim // num_heads
+        super().__init__(dim, num_heads, min_identity=min_identity, rngs=rngs,
+                         param_dtype=param_dtype)
         self.idx1 = tuple(int(i) for i in idx1)
         self.idx2 = tuple(int(i) for i in idx2)
-        self.min_identity = float(min_identity)
-        self.query = nnx.Linear(dim, dim, rngs=rngs, param_dtype=param_dtype)
-        self.key = nnx.Linear(dim, dim, rngs=rngs, param_dtype=param_dtype)
-        self.query_norm = nnx.LayerNorm(self.head_dim, rngs=rngs, param_dtype=param_dtype)
-        self.key_norm = nnx.LayerNorm(self.head_dim, rngs=rngs, param_dtype=param_dtype)
-        self.log_temperature = nnx.Param(
-            jnp.full((num_heads,), -0.5 * math.log(self.head_dim), param_dtype))
-        self.mix_logit = nnx.Param(jnp.zeros((num_heads,), param_dtype))
 
     def _split(self, x):
         return take_tokens(x, self.idx1), take_tokens(x, self.idx2)
@@ -130,24 +153,16 @@ class ICA(InvertibleLayer):
         order = np.argsort(np.concatenate([self.idx1, self.idx2]))
         return take_tokens(jnp.concatenate([x1, x2], axis=1), order)
 
-    def _heads(self, x):
-        return x.reshape(*x.shape[:2], self.num_heads, self.head_dim)
-
     def _softmax(self, x1: jax.Array):
         """`S: [B, H, n, n]` (≥ float32) and the identity weight `a: [H]`."""
-        acc = logdet_dtype(x1.dtype)
-        logits = query_key_logits(self, x1)
+        logits = self.query_key_logits(x1)
         n = x1.shape[1]
         logits = jnp.where(jnp.triu(jnp.ones((n, n), bool)), logits, -jnp.inf)
-        floor = self.min_identity
-        a = floor + (1.0 - floor) * jax.nn.sigmoid(self.mix_logit[...].astype(acc))
-        return jax.nn.softmax(logits, axis=-1), a
+        return jax.nn.softmax(logits, axis=-1), self.identity_weight(logdet_dtype(x1.dtype))
 
     def attention(self, x1: jax.Array) -> jax.Array:
         """The triangular matrices `A: [B, H, n, n]` (computed in ≥ float32) for `X1: [B, n, D]`."""
-        probs, a = self._softmax(x1)
-        mixed = _mix(probs, a)
-        return mixed / jnp.sqrt(jnp.sum(mixed * mixed, axis=-1, keepdims=True))
+        return normalize_rows(mix_identity(*self._softmax(x1)))
 
     def _row_stats(self, probs, a):
         """Row norms `r: [B, H, n]` of Ã and `log A_ii`, from S without forming Ã.
@@ -183,6 +198,6 @@ class ICA(InvertibleLayer):
         probs, a = self._softmax(y1)
         row_norm, log_diag = self._row_stats(probs, a)
         rhs = jnp.transpose(self._heads(y2), (0, 2, 1, 3)).astype(probs.dtype)
-        x2 = solve_upper_triangular(_mix(probs, a), rhs * row_norm[..., None])
+        x2 = solve_upper_triangular(mix_identity(probs, a), rhs * row_norm[..., None])
         x2 = jnp.transpose(x2, (0, 2, 1, 3)).reshape(y2.shape).astype(y2.dtype)
         return self._merge(y1, x2), -self._logdet(log_diag, y.dtype)

@@ -28,8 +28,8 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from mango_jax.flows.base import InvertibleLayer, Sequential
-from mango_jax.flows.coupling import affine_forward, affine_inverse
+from mango_jax.flows.base import Sequential
+from mango_jax.flows.coupling import Coupling
 
 # `flow.realnvp` (mango_jax.flows.default_config).
 DEFAULTS = {
@@ -122,7 +122,7 @@ def sigmoid_log_scale(raw: jax.Array) -> jax.Array:
     return jax.nn.log_sigmoid(raw + 2.0) - jax.nn.log_sigmoid(2.0)
 
 
-class PartitionedCoupling(InvertibleLayer):
+class PartitionedCoupling(Coupling):
     """Affine coupling of `[B, N, D]` over a fixed partition of the tokens or of the channels.
 
     `cond` entries pass through and condition `y_moved = x_moved · exp(s) + t`, with
@@ -146,19 +146,15 @@ class PartitionedCoupling(InvertibleLayer):
         self.conditioner = ConvConditioner(d_in, d_out, hidden, kernel_size, rngs=rngs,
                                            param_dtype=param_dtype)
 
-    def _scale_shift(self, cond):
+    def partition(self, x):
+        return split(x, self.axis, self.cond, self.moved)
+
+    def merge(self, x, cond, moved):
+        return merge(x, self.axis, self.moved, moved)
+
+    def condition(self, cond):
         raw, shift = self.conditioner(cond)
         return sigmoid_log_scale(raw), shift
-
-    def __call__(self, x):
-        cond, moved = split(x, self.axis, self.cond, self.moved)
-        moved, logdet = affine_forward(moved, *self._scale_shift(cond), self.max_log_scale, (1, 2))
-        return merge(x, self.axis, self.moved, moved), logdet
-
-    def inverse(self, y):
-        cond, moved = split(y, self.axis, self.cond, self.moved)
-        moved, logdet = affine_inverse(moved, *self._scale_shift(cond), self.max_log_scale, (1, 2))
-        return merge(y, self.axis, self.moved, moved), logdet
 
 
 def channel_coupling(config, parity: int, kernel_size: int, *, rngs: nnx.Rngs,

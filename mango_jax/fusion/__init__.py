@@ -4,73 +4,30 @@ A model is `encoders -> a [B, M, D], b [B, K, D] -> fusion -> task head per stre
 averaged`. Every fusion module is built by `build(config, dim=D, tokens=(M, K), rngs=...)` and
 called as `module(a, b, deterministic=...) -> FusionOutput(streams, aux_losses, metrics)`.
 
-`default_config(name)` gives each method's fields and defaults:
-  unimodal        modality ('a' | 'b')
-  concat          mode ('feature' | 'token'), mlp_ratio, dropout; mode='token' also num_layers,
-                  num_heads
-  late            -
-  additive        -
-  multiplicative  -
-  bilinear        hidden_dim (None = D)
-  tensor          hidden_dim (None = D)
-  lrtf            rank
-  mi_matrix       hidden_dim (None = D)
-  gmu             -
-  cross_attention transformer fields
-  mbt             transformer fields, num_bottlenecks, fusion_layer
-  tokenfusion     transformer fields, threshold, sparsity_weight
-  geminifusion    transformer fields
-  dynmm           transformer fields, level ('modality' | 'fusion'), gate_hidden, temperature,
-                  cost_weight; fusion level: cost_budget, warmup_steps, anneal_steps,
-                  final_temperature
-  mango           the lead's `mango_jax.fusion.mango.default_config()`
-Transformer fields: num_layers (experiment configs set it to MANGO's block count), num_heads,
-mlp_ratio, dropout. The classes' docstrings define each method and field.
+Each method is one `mango_jax.fusion.base.FusionModule` subclass in a module of this package,
+entered into the registry by `@register`: its `NAME`, its fields and defaults (`DEFAULTS`,
+`DENSE_DEFAULTS`), whether it keeps tokens (`KEEPS_TOKENS`). `default_config(name)` gives them;
+the classes' docstrings define each method and field. Every module of the package is imported
+here, so a new method is a new file.
 """
 
 from __future__ import annotations
 
+import copy
+import importlib
+import pkgutil
+
 import ml_collections
 from flax import nnx
 
-from mango_jax.fusion.base import FusionOutput
-from mango_jax.fusion.basic import Concat, Late, Unimodal
-from mango_jax.fusion.cross_attention import CrossAttentionFusion
-from mango_jax.fusion.dynmm import DynMM
-from mango_jax.fusion.geminifusion import GeminiFusion
-from mango_jax.fusion.mbt import MBTFusion
-from mango_jax.fusion.tokenfusion import TokenFusion
-from mango_jax.fusion.vector import (
-    GMU,
-    Additive,
-    Bilinear,
-    LowRankTensorFusion,
-    MIMatrix,
-    Multiplicative,
-    TensorFusion,
-)
+from mango_jax.fusion.base import REGISTRY, FusionModule, FusionOutput
 
-BASELINES: dict[str, type[nnx.Module]] = {
-    "unimodal": Unimodal,
-    "concat": Concat,
-    "late": Late,
-    "additive": Additive,
-    "multiplicative": Multiplicative,
-    "bilinear": Bilinear,
-    "tensor": TensorFusion,
-    "lrtf": LowRankTensorFusion,
-    "mi_matrix": MIMatrix,
-    "gmu": GMU,
-    "cross_attention": CrossAttentionFusion,
-    "mbt": MBTFusion,
-    "tokenfusion": TokenFusion,
-    "geminifusion": GeminiFusion,
-    "dynmm": DynMM,
-}
-# 'mango' is imported lazily: its module imports this package.
-NAMES: tuple[str, ...] = ("mango", *BASELINES)
+for _module in pkgutil.iter_modules(__path__):
+    importlib.import_module(f"{__name__}.{_module.name}")
 
-__all__ = ["BASELINES", "NAMES", "FusionOutput", "build", "default_config"]
+NAMES: tuple[str, ...] = tuple(REGISTRY)
+
+__all__ = ["NAMES", "REGISTRY", "FusionModule", "FusionOutput", "build", "default_config"]
 
 
 def _unknown(name: object) -> ValueError:
@@ -78,18 +35,13 @@ def _unknown(name: object) -> ValueError:
 
 
 def default_config(name: str, *, dense: bool = False) -> ml_collections.ConfigDict:
-    """The fields and defaults of method `name` (see the module docstring), with `name` set;
-    `dense`: the defaults for a task head that decodes a token grid (the class's
-    `DENSE_DEFAULTS` over its `DEFAULTS`)."""
-    if name == "mango":
-        from mango_jax.fusion.mango import default_config as mango_default_config
-
-        return mango_default_config()
-    if name not in BASELINES:
+    """The fields and defaults of method `name`, with `name` set; `dense`: the defaults for a
+    task head that decodes a token grid (the class's `DENSE_DEFAULTS` over its `DEFAULTS`)."""
+    if name not in REGISTRY:
         raise _unknown(name)
-    cls = BASELINES[name]
-    return ml_collections.ConfigDict(
-        {"name": name, **cls.DEFAULTS, **(cls.DENSE_DEFAULTS if dense else {})})
+    cls = REGISTRY[name]
+    fields = {**cls.DEFAULTS, **(cls.DENSE_DEFAULTS if dense else {})}
+    return ml_collections.ConfigDict({"name": name, **copy.deepcopy(fields)})
 
 
 def build(
@@ -98,19 +50,14 @@ def build(
     dim: int,
     tokens: tuple[int, int],
     rngs: nnx.Rngs,
-) -> nnx.Module:
+) -> FusionModule:
     """Builds the fusion module `config.name` for streams of width `dim` and `tokens = (M, K)`.
 
-    For a baseline, fields missing from `config` take their defaults; a field the method does
-    not have is an error (it is most likely a typo).
+    Fields missing from `config` take their defaults; a field the method does not have is an
+    error (it is most likely a typo).
     """
     name = config.get("name")
-    tokens = tuple(int(t) for t in tokens)
-    if name == "mango":
-        from mango_jax.fusion.mango import MangoFusion
-
-        return MangoFusion(config, dim=dim, tokens=tokens, rngs=rngs)
-    if name not in BASELINES:
+    if name not in REGISTRY:
         raise _unknown(name)
     full = default_config(name)
     unknown = sorted(set(config.keys()) - set(full.keys()))
@@ -120,4 +67,4 @@ def build(
             f"{sorted(k for k in full.keys() if k != 'name')}"
         )
     full.update(config)
-    return BASELINES[name](full, dim=dim, tokens=tokens, rngs=rngs)
+    return REGISTRY[name](full, dim=dim, tokens=tuple(int(t) for t in tokens), rngs=rngs)

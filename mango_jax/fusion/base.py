@@ -7,6 +7,7 @@ from typing import Any, ClassVar
 
 import jax
 import jax.numpy as jnp
+import ml_collections
 from flax import nnx
 
 
@@ -33,15 +34,42 @@ class FusionOutput:
 class FusionModule(nnx.Module):
     """The base of every fusion method: `module(a, b, deterministic=...) -> FusionOutput`.
 
+    A method is one subclass with a `NAME`, registered with `@register`, built as
+    `cls(config, dim=D, tokens=(M, K), rngs=...)`: this constructor checks and keeps the sizes
+    every method needs and then calls the method's `setup` for its own fields and layers.
     What is special about a method stays with it: the training loop calls these hooks and
     knows no method by name.
     """
 
+    # The registry name (`config.name`).
+    NAME: ClassVar[str] = ""
     # The method's config fields and their defaults (besides `name`).
     DEFAULTS: ClassVar[dict[str, Any]] = {}
     # Fields whose default differs when the task head decodes a token grid (segmentation,
     # translation), e.g. DynMM's fusion-level decision.
     DENSE_DEFAULTS: ClassVar[dict[str, Any]] = {}
+    # Whether the streams keep a modality's tokens, so that a dense head can decode them
+    # (False for the methods that pool each modality to one vector).
+    KEEPS_TOKENS: ClassVar[bool] = True
+    # Position-aligned methods pair token i of a with token i of b, so they need M == K.
+    ALIGNED: ClassVar[bool] = False
+
+    def __init__(self, config: ml_collections.ConfigDict, *, dim: int, tokens: tuple[int, int],
+                 rngs: nnx.Rngs):
+        if self.ALIGNED:
+            require_equal_tokens(self.NAME, tokens)
+        self.dim = dim
+        self.tokens = tuple(int(t) for t in tokens)
+        self.setup(config, rngs=rngs)
+
+    def setup(self, config: ml_collections.ConfigDict, *, rngs: nnx.Rngs) -> None:
+        """Checks the method's own fields of `config` and builds its layers (`self.dim`,
+        `self.tokens` are set)."""
+        del config, rngs
+
+    def check(self, a: jax.Array, b: jax.Array) -> None:
+        """`check_inputs` for this method's width and alignment."""
+        check_inputs(self.NAME, a, b, self.dim, equal_tokens=self.ALIGNED)
 
     def describe(self) -> dict[str, Any]:
         """JSON-serialisable facts about the built module (e.g. MANGO's partition kinds),
@@ -65,6 +93,17 @@ class FusionModule(nnx.Module):
         figures into `workdir`; what it returns (JSON-serialisable) goes into `results.json`."""
         del model, batch, workdir, results
         return {}
+
+
+REGISTRY: dict[str, type[FusionModule]] = {}
+
+
+def register(cls: type[FusionModule]) -> type[FusionModule]:
+    """Class decorator: enters a fusion method into the registry under its `NAME`."""
+    if not cls.NAME or cls.NAME in REGISTRY:
+        raise ValueError(f"{cls.__name__}: NAME {cls.NAME!r} is empty or already registered")
+    REGISTRY[cls.NAME] = cls
+    return cls
 
 
 def output(
@@ -120,3 +159,23 @@ def check_inputs(
         raise ValueError(f"batch sizes differ: a {a.shape} vs b {b.shape}")
     if equal_tokens:
         require_equal_tokens(method, (a.shape[1], b.shape[1]))
+
+
+def mean_pool(x: jax.Array) -> jax.Array:
+    """`[B, T, D] -> [B, D]`: the pooled modality vector (vector fusion, DynMM's gate)."""
+    return jnp.mean(x, axis=1)
+
+
+def select(weights: jax.Array, *candidates: jax.Array) -> jax.Array:
+    """`Σ_p weights[..., p] · candidates[p]`: token selection between candidate streams.
+
+    `weights`: `[B, P]` per example or `[B, N, P]` per token, for `P` candidates `[B, N, D]`.
+    With one-hot weights this picks one candidate per example or token (TokenFusion's
+    substitution, DynMM's hard path choice); soft weights mix them (DynMM in training).
+    """
+    total = None
+    for index, candidate in enumerate(candidates):
+        w = weights[..., index].astype(candidate.dtype)
+        term = w.reshape(w.shape + (1,) * (candidate.ndim - w.ndim)) * candidate
+        total = term if total is None else total + term
+    return total

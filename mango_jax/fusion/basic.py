@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
-import ml_collections
 from flax import nnx
 
 from mango_jax.fusion.base import (
@@ -17,63 +16,50 @@ from mango_jax.fusion.base import (
     FusionOutput,
     check_inputs,
     output,
+    register,
     require_equal_tokens,
 )
-from mango_jax.fusion.layers import TRANSFORMER_DEFAULTS, transformer_stack
+from mango_jax.fusion.transformer import TRANSFORMER_DEFAULTS, transformer_stack
 
 
+@register
 class Unimodal(FusionModule):
     """No fusion: the task head sees one modality only, the other is ignored.
 
     Config: `modality` ('a' or 'b'), the stream that is kept.
     """
 
+    NAME = "unimodal"
     DEFAULTS = {"modality": "a"}
 
-    def __init__(
-        self,
-        config: ml_collections.ConfigDict,
-        *,
-        dim: int,
-        tokens: tuple[int, int],
-        rngs: nnx.Rngs,
-    ):
+    def setup(self, config, *, rngs):
         if config.modality not in ("a", "b"):
             raise ValueError(
                 f"unimodal: config.modality must be 'a' or 'b', got {config.modality!r}"
             )
         self.modality = config.modality
-        self.dim = dim
 
     def __call__(self, a: jax.Array, b: jax.Array, *, deterministic: bool = True) -> FusionOutput:
         """`a [B, M, D]`, `b [B, K, D]` -> the kept stream unchanged."""
-        check_inputs("unimodal", a, b, self.dim)
+        self.check(a, b)
         return output(a if self.modality == "a" else b)
 
 
+@register
 class Late(FusionModule):
     """Late fusion: both streams go to the task head untouched and the model averages the
     per-stream logits, `y = (h(a) + h(b)) / 2`, so no information is exchanged before the head.
     """
 
-    DEFAULTS: dict = {}
-
-    def __init__(
-        self,
-        config: ml_collections.ConfigDict,
-        *,
-        dim: int,
-        tokens: tuple[int, int],
-        rngs: nnx.Rngs,
-    ):
-        self.dim = dim
+    NAME = "late"
 
     def __call__(self, a: jax.Array, b: jax.Array, *, deterministic: bool = True) -> FusionOutput:
         """`a [B, M, D]`, `b [B, K, D]` -> `(a, b)`."""
-        check_inputs("late", a, b, self.dim)
+        self.check(a, b)
         return output(a, b)
 
 
+@register
 class Concat(FusionModule):
     """Early fusion: one joint network over the concatenated inputs.
 
@@ -93,20 +79,14 @@ class Concat(FusionModule):
     `num_heads` (mode='token' only).
     """
 
+    NAME = "concat"
     DEFAULTS = {"mode": "feature", **TRANSFORMER_DEFAULTS}
 
-    def __init__(
-        self,
-        config: ml_collections.ConfigDict,
-        *,
-        dim: int,
-        tokens: tuple[int, int],
-        rngs: nnx.Rngs,
-    ):
+    def setup(self, config, *, rngs):
         self.mode = config.mode
-        self.dim = dim
+        dim = self.dim
         if self.mode == "feature":
-            require_equal_tokens("concat (mode='feature')", tokens)
+            require_equal_tokens("concat (mode='feature')", self.tokens)
             hidden = max(1, int(round(dim * config.mlp_ratio)))
             self.joint_in = nnx.Linear(2 * dim, hidden, rngs=rngs)
             self.joint_out = nnx.Linear(hidden, dim, rngs=rngs)

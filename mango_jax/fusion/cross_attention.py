@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import jax
-import ml_collections
-from flax import nnx
 
-from mango_jax.fusion.base import FusionModule, FusionOutput, check_inputs, output
-from mango_jax.fusion.layers import TRANSFORMER_DEFAULTS, transformer_stack
+from mango_jax.fusion.base import FusionOutput, output, register
+from mango_jax.fusion.transformer import TransformerFusion
 
 
-class CrossAttentionFusion(FusionModule):
+@register
+class CrossAttentionFusion(TransformerFusion):
     """Two crossmodal transformers, b -> a and a -> b (MulT's crossmodal attention).
 
     Layer i of the b -> a transformer (and symmetrically a -> b):
@@ -27,23 +26,14 @@ class CrossAttentionFusion(FusionModule):
     Streams: `(Z_{b->a} [B, M, D], Z_{a->b} [B, K, D])`.
     """
 
-    DEFAULTS = dict(TRANSFORMER_DEFAULTS)
+    NAME = "cross_attention"
 
-    def __init__(
-        self,
-        config: ml_collections.ConfigDict,
-        *,
-        dim: int,
-        tokens: tuple[int, int],
-        rngs: nnx.Rngs,
-    ):
-        self.dim = dim
-        self.b_to_a = transformer_stack(config, dim, rngs=rngs, cross=True)
-        self.a_to_b = transformer_stack(config, dim, rngs=rngs, cross=True)
+    def setup(self, config, *, rngs):
+        self.b_to_a, self.a_to_b = self.stacks(config, rngs=rngs, cross=True)
 
     def __call__(self, a: jax.Array, b: jax.Array, *, deterministic: bool = True) -> FusionOutput:
         """`a [B, M, D]`, `b [B, K, D]` -> streams `([B, M, D], [B, K, D])`."""
-        check_inputs("cross_attention", a, b, self.dim)
+        self.check(a, b)
         za, zb = a, b
         for layer_a, layer_b in zip(self.b_to_a, self.a_to_b):
             za = layer_a(za, b, deterministic=deterministic)

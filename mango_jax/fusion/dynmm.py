@@ -16,8 +16,8 @@ import ml_collections
 import numpy as np
 from flax import nnx
 
-from mango_jax.fusion.base import FusionModule, FusionOutput, check_inputs, output
-from mango_jax.fusion.layers import TRANSFORMER_DEFAULTS, mean_pool, transformer_stack
+from mango_jax.fusion.base import FusionModule, FusionOutput, mean_pool, output, register, select
+from mango_jax.fusion.transformer import TRANSFORMER_DEFAULTS, transformer_stack
 
 LEVELS = ("modality", "fusion")
 
@@ -82,8 +82,8 @@ class FusionStack(nnx.Module):
             attended = block.attention(h, keys, deterministic=deterministic)
             if fused is not None:
                 own = block.attention(h, deterministic=deterministic)
-                w = fused.astype(a.dtype)[:, None, None]
-                attended = w * attended + (1 - w) * own
+                w = fused.astype(a.dtype)
+                attended = select(jnp.stack([w, 1 - w], axis=-1), attended, own)
         a = a + attended
         return a + block.feed_forward(a, deterministic=deterministic)
 
@@ -113,6 +113,7 @@ class FusionStack(nnx.Module):
         return a
 
 
+@register
 class DynMM(FusionModule):
     """Dynamic multimodal fusion: a gate picks, per example, how much fusion to compute.
 
@@ -157,6 +158,7 @@ class DynMM(FusionModule):
     `dynmm/temperature`.
     """
 
+    NAME = "dynmm"
     DEFAULTS = {
         **TRANSFORMER_DEFAULTS,
         "level": "modality",
@@ -170,8 +172,7 @@ class DynMM(FusionModule):
     }
     DENSE_DEFAULTS = {"level": "fusion"}
 
-    def __init__(self, config: ml_collections.ConfigDict, *, dim: int, tokens: tuple[int, int],
-                 rngs: nnx.Rngs):
+    def setup(self, config, *, rngs):
         if config.level not in LEVELS:
             raise ValueError(f"dynmm: level must be one of {LEVELS}, got {config.level!r}")
         if config.num_layers < 1:
@@ -182,8 +183,7 @@ class DynMM(FusionModule):
         if config.warmup_steps < 0 or config.anneal_steps < 0:
             raise ValueError("dynmm: warmup_steps and anneal_steps must be >= 0")
         self.level = config.level
-        self.dim = dim
-        self.tokens = tuple(tokens)
+        dim = self.dim
         self.temperature = float(config.temperature)
         self.final_temperature = float(config.final_temperature)
         self.cost_weight = float(config.cost_weight)
@@ -221,7 +221,7 @@ class DynMM(FusionModule):
 
     def __call__(self, a: jax.Array, b: jax.Array, *, deterministic: bool = True) -> FusionOutput:
         """`a [B, M, D]`, `b [B, K, D]` -> one stream `[B, M, D]`, the cost loss, the shares."""
-        check_inputs("dynmm", a, b, self.dim)
+        self.check(a, b)
         logits = self.gate(a, b)
         metrics = {}
         if self.level == "modality":
@@ -229,8 +229,7 @@ class DynMM(FusionModule):
             expert_a = self.expert_a.path(a, None, 0, deterministic=deterministic)[-1]
             expert_ab = self.expert_ab.path(a, b, len(self.expert_ab),
                                             deterministic=deterministic)[-1]
-            w = g.astype(a.dtype)[:, :, None, None]
-            z = w[:, 0] * expert_a + w[:, 1] * expert_ab
+            z = select(g, expert_a, expert_ab)
             cost = self.cost_weight * g[:, 1]
         else:
             step = self.progress[...]

@@ -5,17 +5,11 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
-import ml_collections
 from flax import nnx
 
-from mango_jax.fusion.base import (
-    FusionModule,
-    FusionOutput,
-    check_inputs,
-    output,
-    require_equal_tokens,
-)
-from mango_jax.fusion.layers import TRANSFORMER_DEFAULTS, MultiHeadAttention, transformer_stack
+from mango_jax.fusion.base import FusionOutput, output, register
+from mango_jax.fusion.transformer import TransformerFusion
+from mango_jax.nn import MultiHeadAttention
 
 
 class RelationDiscriminator(nnx.Module):
@@ -65,7 +59,8 @@ class PixelFusion(nnx.Module):
         return x + fused[..., 0, :]
 
 
-class GeminiFusion(FusionModule):
+@register
+class GeminiFusion(TransformerFusion):
     """Dual-branch transformer with GeminiFusion between attention and MLP in every layer.
 
     Layer l, modality m (m' the other), following the official code's block:
@@ -79,21 +74,12 @@ class GeminiFusion(FusionModule):
     Streams: `(e_a [B, N, D], e_b [B, N, D])`.
     """
 
-    DEFAULTS = dict(TRANSFORMER_DEFAULTS)
+    NAME = "geminifusion"
+    ALIGNED = True
 
-    def __init__(
-        self,
-        config: ml_collections.ConfigDict,
-        *,
-        dim: int,
-        tokens: tuple[int, int],
-        rngs: nnx.Rngs,
-    ):
-        require_equal_tokens("geminifusion", tokens)
-        self.dim = dim
-        self.blocks_a = transformer_stack(config, dim, rngs=rngs)
-        self.blocks_b = transformer_stack(config, dim, rngs=rngs)
-        n = config.num_layers
+    def setup(self, config, *, rngs):
+        dim, n = self.dim, config.num_layers
+        self.blocks_a, self.blocks_b = self.stacks(config, rngs=rngs)
 
         def pixel_fusion() -> PixelFusion:
             return PixelFusion(dim, config.num_heads, dropout=config.dropout, rngs=rngs)
@@ -113,7 +99,7 @@ class GeminiFusion(FusionModule):
 
     def __call__(self, a: jax.Array, b: jax.Array, *, deterministic: bool = True) -> FusionOutput:
         """`a [B, N, D]`, `b [B, N, D]` -> streams `([B, N, D], [B, N, D])`."""
-        check_inputs("geminifusion", a, b, self.dim, equal_tokens=True)
+        self.check(a, b)
         for index, (block_a, block_b) in enumerate(zip(self.blocks_a, self.blocks_b)):
             s_a = block_a.attend(a, deterministic=deterministic)
             s_b = block_b.attend(b, deterministic=deterministic)

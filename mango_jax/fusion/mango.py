@@ -17,38 +17,32 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 from flax import nnx
 
 from mango_jax import flows
 from mango_jax.flows.glow import initialize_actnorms
+from mango_jax.flows.impute import conditional_mode
 from mango_jax.flows.mango import ICA_KINDS
-from mango_jax.fusion.base import FusionModule, FusionOutput, check_inputs, output
+from mango_jax.fusion.base import FusionModule, FusionOutput, output, register
 
 
-def default_config() -> ml_collections.ConfigDict:
-    """`name='mango'`, `nll_weight` (λ), and `flow`: `mango_jax.flows.default_config()`.
-
-    The model sets `flow.dim` and `flow.tokens_per_modality` from its encoders.
-    """
-    config = ml_collections.ConfigDict()
-    config.name = "mango"
-    config.nll_weight = 0.01
-    config.flow = flows.default_config()
-    return config
-
-
+@register
 class MangoFusion(FusionModule):
     """`a: [B, M, D]`, `b: [B, K, D]` -> one stream `Z: [B, M + K, D]`, aux `nll` (weighted)
-    and metric `nll_bpd`, both per example."""
+    and metric `nll_bpd`, both per example.
 
-    def __init__(self, config: ml_collections.ConfigDict, *, dim: int, tokens: tuple[int, int],
-                 rngs: nnx.Rngs):
+    Config: `nll_weight` (λ) and `flow`, G's fields (`mango_jax.flows.default_config()`); the
+    model sets `flow.dim` and `flow.tokens_per_modality` from its encoders.
+    """
+
+    NAME = "mango"
+    DEFAULTS = {"nll_weight": 0.01, "flow": flows.default_config()}
+
+    def setup(self, config, *, rngs):
         flow_config = config.flow.copy_and_resolve_references()
-        flow_config.dim = dim
-        flow_config.tokens_per_modality = tuple(tokens)
-        self.dim = dim
+        flow_config.dim = self.dim
+        flow_config.tokens_per_modality = self.tokens
         self.nll_weight = float(config.nll_weight)
         self.flow_layer = flow_config.layer
         self.num_blocks = int(flow_config.num_blocks)
@@ -59,7 +53,7 @@ class MangoFusion(FusionModule):
 
     def __call__(self, a, b, *, deterministic: bool = True) -> FusionOutput:
         del deterministic
-        check_inputs("mango", a, b, self.dim)
+        self.check(a, b)
         z, logdet = self.flow(jnp.concatenate([a, b], axis=1))
         nll = flows.nll_bits_per_dim(z, logdet).astype(jnp.float32)
         return output(z, aux_losses={"nll": self.nll_weight * nll}, metrics={"nll_bpd": nll})
@@ -67,6 +61,15 @@ class MangoFusion(FusionModule):
     def log_likelihood(self, a, b) -> jax.Array:
         """`[B]` log p(F) in nats of the features F = [a, b] under G and its Gaussian prior."""
         return flows.log_likelihood(*self.flow(jnp.concatenate([a, b], axis=1)))
+
+    def impute(self, known, init, *, missing: str, steps: int, step_size: float,
+               project=None) -> jax.Array:
+        """The missing modality's tokens `argmax log p(F_A, F_B)` with the other one `known`,
+        by gradient ascent from `init` (`mango_jax.flows.impute.conditional_mode`); the
+        model passes `project=fixed_scale` to keep them scale-fixed."""
+        return conditional_mode(lambda x: flows.log_likelihood(*self.flow(x)), known, init,
+                                missing=missing, steps=steps, step_size=step_size,
+                                project=project)
 
     def needs_data_init(self) -> bool:
         return self.has_actnorm

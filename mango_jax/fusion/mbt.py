@@ -5,14 +5,14 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
-import ml_collections
 from flax import nnx
 
-from mango_jax.fusion.base import FusionModule, FusionOutput, check_inputs, output
-from mango_jax.fusion.layers import TRANSFORMER_DEFAULTS, transformer_stack
+from mango_jax.fusion.base import FusionOutput, output, register
+from mango_jax.fusion.transformer import TRANSFORMER_DEFAULTS, TransformerFusion
 
 
-class MBTFusion(FusionModule):
+@register
+class MBTFusion(TransformerFusion):
     """Fusion through a few shared bottleneck tokens (MBT; Nagrani et al., NeurIPS 2021).
 
     Layers l < L_f (`fusion_layer`) are separate per-modality transformers,
@@ -33,16 +33,10 @@ class MBTFusion(FusionModule):
     Streams: `(z_a [B, M, D], z_b [B, K, D])`.
     """
 
+    NAME = "mbt"
     DEFAULTS = {**TRANSFORMER_DEFAULTS, "num_bottlenecks": 4, "fusion_layer": 0}
 
-    def __init__(
-        self,
-        config: ml_collections.ConfigDict,
-        *,
-        dim: int,
-        tokens: tuple[int, int],
-        rngs: nnx.Rngs,
-    ):
+    def setup(self, config, *, rngs):
         if not 0 <= config.fusion_layer <= config.num_layers:
             raise ValueError(
                 f"mbt: fusion_layer={config.fusion_layer} must lie in [0, num_layers="
@@ -50,18 +44,16 @@ class MBTFusion(FusionModule):
             )
         if config.num_bottlenecks < 0:
             raise ValueError(f"mbt: num_bottlenecks must be >= 0, got {config.num_bottlenecks}")
-        self.dim = dim
         self.fusion_layer = config.fusion_layer
-        self.layers_a = transformer_stack(config, dim, rngs=rngs)
-        self.layers_b = transformer_stack(config, dim, rngs=rngs)
+        self.layers_a, self.layers_b = self.stacks(config, rngs=rngs)
         init = nnx.initializers.normal(0.02)
-        self.bottleneck = nnx.Param(init(rngs.params(), (1, config.num_bottlenecks, dim)))
+        self.bottleneck = nnx.Param(init(rngs.params(), (1, config.num_bottlenecks, self.dim)))
 
     def layer_outputs(
         self, a: jax.Array, b: jax.Array, *, deterministic: bool = True
     ) -> list[tuple[jax.Array, jax.Array]]:
         """`a [B, M, D]`, `b [B, K, D]` -> the streams `(z_a^l, z_b^l)` after every layer l."""
-        check_inputs("mbt", a, b, self.dim)
+        self.check(a, b)
         bottleneck = self.bottleneck[...]
         bottleneck = jnp.broadcast_to(bottleneck, (a.shape[0], *bottleneck.shape[1:]))
         m, k = a.shape[1], b.shape[1]

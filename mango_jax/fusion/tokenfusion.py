@@ -4,17 +4,10 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
-import ml_collections
 from flax import nnx
 
-from mango_jax.fusion.base import (
-    FusionModule,
-    FusionOutput,
-    check_inputs,
-    output,
-    require_equal_tokens,
-)
-from mango_jax.fusion.layers import TRANSFORMER_DEFAULTS, transformer_stack
+from mango_jax.fusion.base import FusionOutput, output, register, select
+from mango_jax.fusion.transformer import TRANSFORMER_DEFAULTS, TransformerFusion
 
 
 class ScoreNet(nnx.Module):
@@ -37,7 +30,8 @@ class ScoreNet(nnx.Module):
         return jax.nn.sigmoid(self.logit(h)[..., 0])
 
 
-class TokenFusion(FusionModule):
+@register
+class TokenFusion(TransformerFusion):
     """Dynamic substitution of uninformative tokens by projected tokens of the other modality.
 
     Per layer l and modality m (m' the other one), with scores from the layer input:
@@ -60,24 +54,17 @@ class TokenFusion(FusionModule):
     per example.
     """
 
+    NAME = "tokenfusion"
+    ALIGNED = True
     DEFAULTS = {**TRANSFORMER_DEFAULTS, "threshold": 0.02, "sparsity_weight": 1e-4}
 
-    def __init__(
-        self,
-        config: ml_collections.ConfigDict,
-        *,
-        dim: int,
-        tokens: tuple[int, int],
-        rngs: nnx.Rngs,
-    ):
-        require_equal_tokens("tokenfusion", tokens)
+    def setup(self, config, *, rngs):
         if not 0.0 <= config.threshold <= 1.0:
             raise ValueError(f"tokenfusion: threshold must lie in [0, 1], got {config.threshold}")
-        self.dim = dim
+        dim = self.dim
         self.threshold = float(config.threshold)
         self.sparsity_weight = float(config.sparsity_weight)
-        self.blocks_a = transformer_stack(config, dim, rngs=rngs)
-        self.blocks_b = transformer_stack(config, dim, rngs=rngs)
+        self.blocks_a, self.blocks_b = self.stacks(config, rngs=rngs)
         n = config.num_layers
         self.scores_a = nnx.List([ScoreNet(dim, rngs=rngs) for _ in range(n)])
         self.scores_b = nnx.List([ScoreNet(dim, rngs=rngs) for _ in range(n)])
@@ -91,9 +78,14 @@ class TokenFusion(FusionModule):
         s_a, s_b = self.scores_a[index](a), self.scores_b[index](b)
         ha = self._block(self.blocks_a[index], a, s_a, deterministic)
         hb = self._block(self.blocks_b[index], b, s_b, deterministic)
-        a_next = jnp.where((s_a >= self.threshold)[..., None], ha, self.proj_b_to_a[index](hb))
-        b_next = jnp.where((s_b >= self.threshold)[..., None], hb, self.proj_a_to_b[index](ha))
+        a_next = select(self._keep(s_a), ha, self.proj_b_to_a[index](hb))
+        b_next = select(self._keep(s_b), hb, self.proj_a_to_b[index](ha))
         return a_next, b_next, s_a, s_b
+
+    def _keep(self, score: jax.Array) -> jax.Array:
+        """`[B, N] -> [B, N, 2]`: one-hot (keep the token, substitute it)."""
+        keep = score >= self.threshold
+        return jnp.stack([keep, ~keep], axis=-1)
 
     @staticmethod
     def _block(block, x: jax.Array, score: jax.Array, deterministic: bool) -> jax.Array:
@@ -103,7 +95,7 @@ class TokenFusion(FusionModule):
     def __call__(self, a: jax.Array, b: jax.Array, *, deterministic: bool = True) -> FusionOutput:
         """`a [B, N, D]`, `b [B, N, D]` -> streams `([B, N, D], [B, N, D])` and the weighted
         score sparsity loss."""
-        check_inputs("tokenfusion", a, b, self.dim, equal_tokens=True)
+        self.check(a, b)
         l1 = substituted = jnp.zeros(a.shape[:1], jnp.float32)
         for index in range(len(self.blocks_a)):
             a, b, s_a, s_b = self.layer(index, a, b, deterministic=deterministic)

@@ -18,29 +18,17 @@ import jax.numpy as jnp
 import ml_collections
 from flax import nnx
 
-from mango_jax.fusion.base import FusionModule, FusionOutput, check_inputs, output
-from mango_jax.fusion.layers import mean_pool
+from mango_jax.fusion.base import FusionModule, FusionOutput, mean_pool, output, register
 
 
 class _VectorFusion(FusionModule):
     """Pools both streams; subclasses define `fuse(z_a [B, D], z_b [B, D]) -> [B, D]`."""
 
-    DEFAULTS: dict = {}
-    NAME = ""
-
-    def __init__(
-        self,
-        config: ml_collections.ConfigDict,
-        *,
-        dim: int,
-        tokens: tuple[int, int],
-        rngs: nnx.Rngs,
-    ):
-        self.dim = dim
+    KEEPS_TOKENS = False
 
     def __call__(self, a: jax.Array, b: jax.Array, *, deterministic: bool = True) -> FusionOutput:
         """`a [B, M, D]`, `b [B, K, D]` -> one stream `[B, 1, D]`."""
-        check_inputs(self.NAME, a, b, self.dim)
+        self.check(a, b)
         return output(self.fuse(mean_pool(a), mean_pool(b))[:, None, :])
 
 
@@ -62,14 +50,15 @@ def _embed(layer: nnx.Linear | None, z: jax.Array) -> jax.Array:
     return z if layer is None else layer(z)
 
 
+@register
 class Additive(_VectorFusion):
     """Additive fusion (lecture 003): `z = W_a z_a + W_b z_b + c`; no cross-modal interaction
     term, so every output is a sum of a function of a and a function of b."""
 
     NAME = "additive"
 
-    def __init__(self, config, *, dim, tokens, rngs):
-        super().__init__(config, dim=dim, tokens=tokens, rngs=rngs)
+    def setup(self, config, *, rngs):
+        dim = self.dim
         self.proj_a = nnx.Linear(dim, dim, rngs=rngs)
         self.proj_b = nnx.Linear(dim, dim, use_bias=False, rngs=rngs)
 
@@ -77,20 +66,22 @@ class Additive(_VectorFusion):
         return self.proj_a(za) + self.proj_b(zb)
 
 
+@register
 class Multiplicative(_VectorFusion):
     """Multiplicative fusion (lecture 003): `z = W (z_a * z_b) + c`, the element-wise
     interaction term alone."""
 
     NAME = "multiplicative"
 
-    def __init__(self, config, *, dim, tokens, rngs):
-        super().__init__(config, dim=dim, tokens=tokens, rngs=rngs)
+    def setup(self, config, *, rngs):
+        dim = self.dim
         self.proj = nnx.Linear(dim, dim, rngs=rngs)
 
     def fuse(self, za, zb):
         return self.proj(za * zb)
 
 
+@register
 class Bilinear(_VectorFusion):
     """Bilinear fusion (lecture 003, `Z = w(x_A^T x_B)`): `z_o = z_a^T W_o z_b + c_o`, a linear
     map of the outer product `vec(z_a z_b^T)`, i.e. every pairwise product of features.
@@ -102,8 +93,8 @@ class Bilinear(_VectorFusion):
     DEFAULTS = {"hidden_dim": None}
     APPEND_ONE = False
 
-    def __init__(self, config, *, dim, tokens, rngs):
-        super().__init__(config, dim=dim, tokens=tokens, rngs=rngs)
+    def setup(self, config, *, rngs):
+        dim = self.dim
         self.embed_a, self.embed_b = _embedders(config, dim, rngs)
         width = (config.hidden_dim or dim) + int(self.APPEND_ONE)
         self.proj = nnx.Linear(width * width, dim, rngs=rngs)
@@ -121,6 +112,7 @@ class Bilinear(_VectorFusion):
         return self.proj(self.outer(za, zb))
 
 
+@register
 class TensorFusion(Bilinear):
     """Tensor Fusion Network (Zadeh et al., EMNLP 2017), bimodal:
     `z = W vec([z_a; 1] (x) [z_b; 1]) + c`.
@@ -135,6 +127,7 @@ class TensorFusion(Bilinear):
     APPEND_ONE = True
 
 
+@register
 class LowRankTensorFusion(_VectorFusion):
     """Low-rank Multimodal Fusion (Liu et al., ACL 2018), modality-specific factors.
 
@@ -149,8 +142,8 @@ class LowRankTensorFusion(_VectorFusion):
     NAME = "lrtf"
     DEFAULTS = {"rank": 4}
 
-    def __init__(self, config, *, dim, tokens, rngs):
-        super().__init__(config, dim=dim, tokens=tokens, rngs=rngs)
+    def setup(self, config, *, rngs):
+        dim = self.dim
         if config.rank < 1:
             raise ValueError(f"lrtf: config.rank must be >= 1, got {config.rank}")
         init = nnx.initializers.xavier_normal(in_axis=1, out_axis=2, batch_axis=(0,))
@@ -166,6 +159,7 @@ class LowRankTensorFusion(_VectorFusion):
         return jnp.sum(pa * pb, axis=1) + self.bias[...]
 
 
+@register
 class MIMatrix(_VectorFusion):
     """Multiplicative interactions, matrix form (Jayakumar et al., ICLR 2020):
     `z = W(z_b) z_a + b(z_b)` with `W(z_b) = reshape(W' z_b + V)` and `b(z_b) = U z_b + c`,
@@ -178,8 +172,8 @@ class MIMatrix(_VectorFusion):
     NAME = "mi_matrix"
     DEFAULTS = {"hidden_dim": None}
 
-    def __init__(self, config, *, dim, tokens, rngs):
-        super().__init__(config, dim=dim, tokens=tokens, rngs=rngs)
+    def setup(self, config, *, rngs):
+        dim = self.dim
         self.embed_a, self.embed_b = _embedders(config, dim, rngs)
         width = config.hidden_dim or dim
         self.weight_net = nnx.Linear(width, width * dim, rngs=rngs)
@@ -191,6 +185,7 @@ class MIMatrix(_VectorFusion):
         return jnp.einsum("bi,bio->bo", za, weight) + self.bias_net(zb)
 
 
+@register
 class GMU(_VectorFusion):
     """Gated Multimodal Unit (Arevalo et al., ICLR workshop 2017):
     `h_a = tanh(W_a z_a)`, `h_b = tanh(W_b z_b)`, `g = sigmoid(W_g [z_a; z_b])`,
@@ -200,8 +195,8 @@ class GMU(_VectorFusion):
 
     NAME = "gmu"
 
-    def __init__(self, config, *, dim, tokens, rngs):
-        super().__init__(config, dim=dim, tokens=tokens, rngs=rngs)
+    def setup(self, config, *, rngs):
+        dim = self.dim
         self.proj_a = nnx.Linear(dim, dim, use_bias=False, rngs=rngs)
         self.proj_b = nnx.Linear(dim, dim, use_bias=False, rngs=rngs)
         self.gate_proj = nnx.Linear(2 * dim, dim, use_bias=False, rngs=rngs)

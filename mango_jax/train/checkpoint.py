@@ -5,6 +5,12 @@ it never leaves a partial checkpoint behind (orbax writes into a temporary folde
 renames it when complete). The newest `keep` checkpoints and the best one by `best_metric`
 are preserved.
 
+A checkpoint that cannot be read (a file overwritten or cut short) is named in one line (step,
+path, what failed) and `restore` falls back to the newest readable one; `set_aside` then moves
+the unreadable ones beside the others (`<step>.unreadable`), so that they are kept for
+inspection, a new save of their step does not collide with them, and the keep-last-N policy
+counts only readable checkpoints.
+
 Multi-host: every process calls `save` and `restore`; orbax writes each array's shards from the
 processes that hold them, and grain writes one iterator state per process
 (`data/process_<i>-of-<n>.json`). A training iterator's state counts global batches and is the
@@ -13,6 +19,7 @@ same in every process, so a checkpoint also restores on a different number of pr
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 
@@ -20,6 +27,7 @@ import grain
 import jax
 import orbax.checkpoint as ocp
 from flax import nnx
+from jax.experimental import multihost_utils
 from orbax.checkpoint.checkpoint_managers import preservation_policy as policy
 
 from mango_jax.data.pipeline import TrainIterator
@@ -55,6 +63,27 @@ def _abstract(target: nnx.State) -> dict:
     return jax.tree.map(spec, nnx.to_pure_dict(target))
 
 
+class CheckpointError(RuntimeError):
+    """Raised when a run has checkpoints and none of them can be read."""
+
+
+@dataclasses.dataclass
+class UnreadableCheckpoint:
+    step: int
+    path: str
+    reason: str
+
+    def __str__(self) -> str:
+        return f"checkpoint step {self.step} at {self.path} cannot be read: {self.reason}"
+
+
+def _summary(error: Exception) -> str:
+    """The error's type and the first line of its message (TensorStore's run to pages)."""
+    lines = str(error).strip().splitlines()
+    text = lines[0].split(". See full TensorStore details")[0] if lines else ""
+    return f"{type(error).__name__}: {text[:300]}" if text else type(error).__name__
+
+
 class Checkpointer:
     """`save(step, state, data_iter, metrics)`, `restore(state, data_iter)`, `close()`."""
 
@@ -72,6 +101,7 @@ class Checkpointer:
             preservation_policy=policy.AnyPreservationPolicy(policies),
             step_name_format=self.step_format, enable_async_checkpointing=True, create=True)
         self.best_metric = best_metric
+        self.unreadable: list[UnreadableCheckpoint] = []  # of the last `restore`
         self.manager = ocp.CheckpointManager(os.path.abspath(directory), options=options,
                                              item_names=("state", "data"))
 
@@ -86,11 +116,29 @@ class Checkpointer:
             data=grain.checkpoint.CheckpointSave(data_iter)), metrics=metrics, force=True)
 
     def restore(self, state: nnx.State, data_iter=None, step: int | None = None):
-        """`(step, state)` from checkpoint `step` (default: the latest), or None if none.
-        With `data_iter`, the iterator is set to continue where the saved one stopped."""
-        step = self.manager.latest_step() if step is None else step
-        if step is None:
-            return None
+        """`(step, state)` from checkpoint `step`, or by default from the newest checkpoint that
+        can be read; None if there is none. With `data_iter`, the iterator is set to continue
+        where the saved one stopped. Checkpoints that could not be read are in `unreadable`;
+        CheckpointError when there are checkpoints and none can be read."""
+        steps = sorted(self.manager.all_steps(), reverse=True) if step is None else [step]
+        self.unreadable = []
+        for s in steps:
+            try:
+                return s, self._restore(s, state, data_iter)
+            except Exception as e:  # orbax and TensorStore raise many kinds for a broken file
+                self.unreadable.append(UnreadableCheckpoint(s, str(self._path(s)), _summary(e)))
+        if self.unreadable:
+            raise CheckpointError(
+                "no checkpoint can be read:\n" + "\n".join(map(str, self.unreadable)) +
+                "\nIf every one fails, the config builds another model than the one saved "
+                "(compare it with the run's config.json); else restore the files or move the "
+                "folders away to start afresh.")
+        return None
+
+    def _path(self, step: int):
+        return self.step_format.find_step(self.manager.directory, step).path
+
+    def _restore(self, step: int, state: nnx.State, data_iter) -> nnx.State:
         items = {"state": ocp.args.StandardRestore(_abstract(state))}
         other_topology = None
         if data_iter is not None:
@@ -100,7 +148,24 @@ class Checkpointer:
         restored = self.manager.restore(step, args=ocp.args.Composite(**items))
         if other_topology is not None:
             data_iter.set_state(other_topology)
-        return step, from_saveable(state, restored["state"])
+        return from_saveable(state, restored["state"])
+
+    def set_aside(self) -> list[str]:
+        """Renames the unreadable checkpoints of the last `restore` to `<step>.unreadable`
+        (`-2`, ... when that exists; process 0, the others wait) and returns the new paths."""
+        moved = []
+        for bad in self.unreadable:
+            target, n = f"{bad.path}.unreadable", 1
+            while os.path.exists(target):  # one set aside before at this step
+                n += 1
+                target = f"{bad.path}.unreadable-{n}"
+            if jax.process_index() == 0:
+                os.replace(bad.path, target)
+            moved.append(target)
+        if jax.process_count() > 1:
+            multihost_utils.sync_global_devices("mango_jax: unreadable checkpoints set aside")
+        self.manager.reload()
+        return moved
 
     def _data_state_of_other_topology(self, step: int, data_iter) -> dict | None:
         """The saved iterator state when checkpoint `step` was written by another number of

@@ -8,6 +8,7 @@ CPU, a GPU box or a TPU pod slice, and the training data does not depend on the 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -19,12 +20,13 @@ import numpy as np
 from flax import nnx
 from jax.experimental import multihost_utils
 
-from mango_jax import data
+from mango_jax import data, migrate
 from mango_jax.fusion.base import FusionModule
 from mango_jax.metrics import make_evaluator
 from mango_jax.metrics.inception import make_fid_features_fn
 from mango_jax.model import MultimodalModel
 from mango_jax.predict import save_dataset_json
+from mango_jax.results import Results
 from mango_jax.train import distributed, plots
 from mango_jax.train.checkpoint import Checkpointer
 from mango_jax.train.optim import make_optimizer
@@ -54,6 +56,27 @@ def prepare_data(data_config) -> None:
     if jax.process_count() > 1:
         multihost_utils.sync_global_devices("mango_jax: data prepared")
         data.ensure_prepared(data_config)
+
+
+_COMPILE_EVENT = "/jax/core/compile/backend_compile_duration"
+
+
+@contextlib.contextmanager
+def compile_clock():
+    """Yields a dict whose `compile_s` grows by the seconds XLA spends compiling programs
+    (train, eval and every other jit; JAX's backend-compile events) while the context is open:
+    how much of a short run's wall time is compilation."""
+    clock = {"compile_s": 0.0}
+
+    def listen(event: str, seconds: float, **_):
+        if event == _COMPILE_EVENT:
+            clock["compile_s"] += seconds
+
+    jax.monitoring.register_event_duration_secs_listener(listen)
+    try:
+        yield clock
+    finally:
+        jax.monitoring.unregister_event_duration_listener(listen)
 
 
 def total_steps(config, info) -> int:
@@ -94,7 +117,7 @@ class Trainer:
         os.makedirs(workdir, exist_ok=True)
         if is_main_process():
             with open(os.path.join(workdir, "config.json"), "w") as f:
-                f.write(config.to_json_best_effort(indent=2))
+                f.write(migrate.config_json(config))
         self.info = data.dataset_info(config.data)
         if is_main_process():  # What mango_jax.load needs besides config.json.
             save_dataset_json(workdir, self.info)
@@ -145,12 +168,24 @@ class Trainer:
     def model(self):
         return nnx.merge(self.graphdef, self.state)[0]
 
-    def resume(self) -> bool:
+    def resume(self, *, set_aside_unreadable: bool = True) -> bool:
+        """Restores the newest readable checkpoint; False if there is none. Unreadable newer
+        ones are reported and, unless `set_aside_unreadable` is False (evaluation only), moved
+        aside, so that training on does not collide with them."""
         restored = self.checkpointer.restore(self.state, self.train_iter)
         if restored is None:
             return False
         self.step, state = restored
         self.state = jax.device_put(state, self.state_sharding)
+        unreadable = self.checkpointer.unreadable
+        for bad in unreadable:
+            log(f"warning: {bad}")
+        if unreadable:
+            where = ""
+            if set_aside_unreadable:
+                where = "; kept as " + ", ".join(self.checkpointer.set_aside())
+            log(f"warning: using checkpoint step {self.step} instead, the newest that can be "
+                f"read{where}")
         return True
 
     def evaluate(self, split: str) -> dict[str, float]:
@@ -213,10 +248,12 @@ class Trainer:
         for step, logs in host:
             if not math.isfinite(float(logs["loss"])):
                 last = self.checkpointer.latest_step()
+                kept = (f"The last good checkpoint (step {last}) is intact in {self.workdir}."
+                        if last is not None else "No checkpoint had been written yet.")
                 raise NonFiniteLossError(
                     f"non-finite loss {float(logs['loss'])} at step {step}; training stopped. "
-                    f"The last good checkpoint (step {last}) is intact in {self.workdir}. "
-                    "Lower optimizer.learning_rate, raise warmup_steps, or use float32 compute.")
+                    f"{kept} Lower optimizer.learning_rate, raise warmup_steps, or use float32 "
+                    "compute.")
         return host
 
 
@@ -233,30 +270,30 @@ def train(config, workdir: str) -> Trainer:
     return trainer
 
 
-def evaluate_and_report(trainer: Trainer, workdir: str, *, train_time: float | None) -> dict:
-    """Evaluates every split, writes results.json and the plots (process 0).
-
-    `meta.fusion` is the method's name; `meta.fusion_details` and `meta.diagnostics` are what
-    its `describe()` and `diagnostics()` return (FusionModule)."""
+def evaluate_and_report(trainer: Trainer, workdir: str, *, train_time: float | None,
+                        clock: dict | None = None, start: float | None = None) -> Results:
+    """Evaluates every split, writes results.json (`mango_jax.results.Results`) and the plots
+    (process 0). What is particular to the fusion method is what its `describe()` and
+    `diagnostics()` return (FusionModule). `wall_time_s` (from `start`, a
+    `time.perf_counter()`) and `compile_s` (`compile_clock`'s) cover the run up to writing
+    results.json."""
     config = trainer.config
-    results = {}
-    for split in config.eval_splits:
-        results[split] = trainer.evaluate(split)
+    eval_start = time.perf_counter()
+    splits = {split: trainer.evaluate(split) for split in config.eval_splits}
+    eval_time = time.perf_counter() - eval_start
     writer = MetricWriter(workdir, active=is_main_process())
-    for split, metrics in results.items():
+    for split, metrics in splits.items():
         writer.write(trainer.step, f"final_{split}", metrics)
     writer.close()
     fusion = trainer.model.fusion
-    results["meta"] = {
-        "experiment": config.experiment, "fusion": config.model.fusion.name,
-        "fusion_details": fusion.describe(),
-        "latent_model": bool(config.model.latent_model),
-        "sources": list(config.data.modalities),
-        "target": config.data.get("target") or trainer.info.task,
-        "params": trainer.param_counts["total"], "train_time_s": train_time,
-        "steps": trainer.step, "config": json.loads(config.to_json_best_effort()),
-        "diagnostics": {},
-    }
+    results = Results(
+        experiment=config.experiment, fusion=config.model.fusion.name, splits=splits,
+        fusion_details=fusion.describe(), latent_model=bool(config.model.latent_model),
+        sources=list(config.data.modalities),
+        target=config.data.get("target") or trainer.info.task, variant=config.get("variant"),
+        params=trainer.param_counts["total"], steps=trainer.step, train_time_s=train_time,
+        eval_time_s=eval_time, devices=devices(),
+        config=json.loads(migrate.config_json(config)))
     if type(fusion).diagnostics is not FusionModule.diagnostics:
         # Process 0 runs the hook alone, so it computes on a host copy of parameters that may be
         # split over every process's devices (gathering them is a collective: all processes
@@ -266,28 +303,43 @@ def evaluate_and_report(trainer: Trainer, workdir: str, *, train_time: float | N
         if is_main_process():
             batch = next(iter(data.make_iterator(config.data, "val", batch_size=2, train=False,
                                                  seed=0, shard_by_process=False)))
-            results["meta"]["diagnostics"] = model.fusion.diagnostics(
-                model, batch, workdir, {k: v for k, v in results.items() if k != "meta"})
+            results.diagnostics = model.fusion.diagnostics(model, batch, workdir, splits)
+    if start is not None:
+        results.wall_time_s = time.perf_counter() - start
+    if clock is not None:
+        results.compile_s = clock["compile_s"]
     if is_main_process():
-        with open(os.path.join(workdir, "results.json"), "w") as f:
-            json.dump(results, f, indent=2)
+        results.save(os.path.join(workdir, "results.json"))
         plots.plot_curves(workdir, sorted(trainer.evaluator.finalize(trainer.evaluator.init())))
     return results
 
 
-def run(config, workdir: str, mode: str = "train_and_eval") -> dict | None:
+def devices() -> dict:
+    """The devices a run used, for its results."""
+    device = jax.devices()[0]
+    return {"platform": device.platform, "kind": device.device_kind,
+            "count": jax.device_count(), "processes": jax.process_count()}
+
+
+def run(config, workdir: str, mode: str = "train_and_eval") -> Results | None:
     if mode not in ("train", "eval", "train_and_eval"):
         raise ValueError(f"mode={mode!r}; expected train, eval or train_and_eval")
     start = time.perf_counter()
-    if mode == "eval":
-        trainer = Trainer(config, workdir)
-        if not trainer.resume():
-            raise FileNotFoundError(f"no checkpoint in {workdir}/checkpoints to evaluate; "
-                                    "train first (--mode=train_and_eval)")
-        trainer.close()
-        return evaluate_and_report(trainer, workdir, train_time=None)
-    trainer = train(config, workdir)
-    if mode == "train":
-        return None
-    return evaluate_and_report(trainer, workdir, train_time=time.perf_counter() - start)
+    with compile_clock() as clock:
+        if mode == "eval":
+            trainer = Trainer(config, workdir)
+            if not trainer.resume(set_aside_unreadable=False):
+                raise FileNotFoundError(f"no checkpoint in {workdir}/checkpoints to evaluate; "
+                                        "train first (--mode=train_and_eval)")
+            trainer.close()
+            results = evaluate_and_report(trainer, workdir, train_time=None, clock=clock,
+                                          start=start)
+        else:
+            trainer = train(config, workdir)
+            results = None if mode == "train" else evaluate_and_report(
+                trainer, workdir, train_time=time.perf_counter() - start, clock=clock,
+                start=start)
+    log(f"Wall time {time.perf_counter() - start:.1f} s, of which XLA compilation "
+        f"{clock['compile_s']:.1f} s")
+    return results
 

@@ -58,9 +58,9 @@ class Progress:
     """A one-line bar with ETA and examples/s, printed at each logging step."""
 
     def __init__(self, total_steps: int, global_batch: int, start_step: int, *, active: bool,
-                 width: int = 24, stream=sys.stdout):
+                 width: int = 24, stream=None):
         self.total, self.batch, self.active, self.width = total_steps, global_batch, active, width
-        self.stream = stream
+        self.stream = stream or sys.stdout  # the stdout of now, not of when this was imported
         self._t0, self._s0 = time.perf_counter(), start_step
         self._last_t, self._last_s = self._t0, start_step
 

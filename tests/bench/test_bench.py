@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from mango_jax import model as model_lib
+from mango_jax import paper
 from mango_jax.bench import report, subjects, timing, xla
 
 
@@ -176,3 +177,10 @@ def test_paper_preset_is_the_documented_mapping():
     assert spec.model.dim == 384 and spec.model.encoder.depth == 7
     assert spec.model.encoder.patch_size == 16 and spec.model.fusion.flow.num_blocks == 12
     assert "depth 7" in spec.notes["encoder_mapping"]
+
+
+def test_table8_ratios_are_the_papers():
+    ratios = report.table8_ratios(paper.table8_costs())
+    assert ratios["mango / geminifusion"]["inference_ms"] == pytest.approx(144 / 153)
+    assert ratios["mango / geminifusion"]["forward_gflops"] == pytest.approx(152 / 174)
+    assert ratios["mango / tokenfusion"]["params_m"] == pytest.approx(72.9 / 45.9)

@@ -152,8 +152,8 @@ def test_mmimdb_without_data_stops_with_instructions(run_main, tmp_path):
     config = mmimdb.get_config()
     config.data.data_dir = str(tmp_path / "empty")
     message = get_spec("mmimdb").missing_message(config.data)
-    assert proc.returncode != 0
-    assert message in proc.stdout + proc.stderr
+    assert proc.returncode == 2
+    assert f"error: {message}" in proc.stderr
     assert "Traceback" not in proc.stderr
     assert not (tmp_path / "work" / "checkpoints").exists()
 
@@ -286,6 +286,19 @@ def test_dynmm_takes_its_fusion_level_on_dense_tasks():
         assert config.model.fusion.level == "modality"
 
 
+def test_every_config_sets_the_same_run_fields():
+    """Each file sets its schedule and checkpoint policy itself (no default behind it): every
+    config, runlocal or not, has the same top-level fields, so the same overrides apply."""
+    from experiments import mfeat
+
+    fields = {(name, arg): set(module.get_config(arg).keys())
+              for name, module in {**CONFIGS, "mfeat": mfeat}.items()
+              for arg in (None, "runlocal")}
+    assert len({frozenset(f) for f in fields.values()}) == 1, fields
+    assert {"batch_size", "num_steps", "num_epochs", "best_metric", "eval_splits"} <= \
+        fields["mfeat", None]
+
+
 def test_paper_protocol_sizes():
     """L = 12, 256-pixel image sides, and an MAE checkpoint field for every image modality."""
     for name, module in CONFIGS.items():
@@ -344,7 +357,7 @@ def test_missing_checkpoint_stops_at_once_with_the_download_command(run_main, tm
     path = tmp_path / "weights" / "vit-mae-base"
     proc = run_main("experiments/nyudv2.py:runlocal", tmp_path / "empty", tmp_path / "work",
                     f"--config.model.encoder.pretrained.depth={path}")
-    assert proc.returncode != 0
+    assert proc.returncode == 2
     assert proc.stderr.strip().splitlines()[-1] == (
         f"error: model.encoder.pretrained.depth: no checkpoint at '{path}'; download it with "
         f"`hf download facebook/vit-mae-base --local-dir {path}`")

@@ -14,13 +14,10 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 
-import jax
 import pytest
-from absl import flags
+from main_runner import run_main
 
-from experiments import main as entry
 from mango_jax import flows, fusion
 from mango_jax.train.writers import read_metrics
 
@@ -29,39 +26,18 @@ CASES = [("mango", layer) for layer in flows.LAYERS] + [
 STEPS, MORE_STEPS = 2, 4
 
 
-@pytest.fixture(scope="module", autouse=True)
-def compilation_cache(tmp_path_factory):
-    options = {"jax_compilation_cache_dir": str(tmp_path_factory.mktemp("jax_cache")),
-               "jax_persistent_cache_min_compile_time_secs": 0.0,
-               "jax_persistent_cache_min_entry_size_bytes": 0}
-    before = {name: getattr(jax.config, name) for name in options}
-    for name, value in options.items():
-        jax.config.update(name, value)
-    yield
-    for name, value in before.items():
-        jax.config.update(name, value)
+pytestmark = pytest.mark.usefixtures("compilation_cache")
 
 
-def run_main(method: str, layer: str, data_dir: str, workdir: str, *, steps: int,
-             mode: str = "train_and_eval") -> None:
+def run_mfeat(method: str, layer: str, data_dir: str, workdir: str, *, steps: int,
+              mode: str = "train_and_eval") -> None:
     """`python -m experiments.main --config=experiments/mfeat.py:fusion=...,flow=...,runlocal`
     with the test's data, steps and schedule, evaluating the validation split only."""
-    argv = ["main", f"--config=experiments/mfeat.py:fusion={method},flow={layer},runlocal",
-            f"--config.data.data_dir={data_dir}", f"--config.num_steps={steps}",
-            "--config.eval_every=0", "--config.eval_splits=('val',)",
-            "--config.optimizer.schedule=constant",
-            "--config.optimizer.warmup_steps=0", f"--workdir={workdir}", f"--mode={mode}",
-            "--nodistributed"]
-    saved = sys.argv
-    sys.argv = argv  # config_flags finds the --config.* overrides in sys.argv
-    try:
-        flags.FLAGS(argv)
-        entry.main(argv[:1])
-    finally:
-        sys.argv = saved
-        for name in [n for n in flags.FLAGS if n.startswith("config.")]:
-            delattr(flags.FLAGS, name)  # defined by this call's parse; the next one redefines
-        flags.FLAGS.unparse_flags()
+    run_main([f"--config=experiments/mfeat.py:fusion={method},flow={layer},runlocal",
+              f"--config.data.data_dir={data_dir}", f"--config.num_steps={steps}",
+              "--config.eval_every=0", "--config.eval_splits=('val',)",
+              "--config.optimizer.schedule=constant",
+              "--config.optimizer.warmup_steps=0", f"--workdir={workdir}", f"--mode={mode}"])
 
 
 def results(workdir: str) -> dict:
@@ -90,11 +66,13 @@ def check_dynmm_report(results: dict) -> None:
 @pytest.mark.parametrize(("method", "layer"), CASES, ids=[f"{m}-{g}" for m, g in CASES])
 def test_train_eval_resume(method, layer, mfeat_data_dir, tmp_path, capsys):
     workdir = str(tmp_path / "run")
-    run_main(method, layer, mfeat_data_dir, workdir, steps=STEPS)
+    run_mfeat(method, layer, mfeat_data_dir, workdir, steps=STEPS)
     trained = results(workdir)
     meta = trained["meta"]
     assert (meta["fusion"], meta["steps"], meta["experiment"]) == (method, STEPS, "mfeat")
     assert meta["sources"] == ["pix", "fou"] and meta["params"] > 0
+    assert 0 < meta["compile_s"] < meta["wall_time_s"] and meta["train_time_s"] <= meta[
+        "wall_time_s"]
     assert set(trained) == {"val", "meta"} and 0.0 <= trained["val"]["accuracy"] <= 1.0
     is_mango = method == "mango"
     assert ("nll_bpd" in trained["val"]) == is_mango
@@ -110,13 +88,13 @@ def test_train_eval_resume(method, layer, mfeat_data_dir, tmp_path, capsys):
     if method == "dynmm":
         check_dynmm_report(trained)
 
-    run_main(method, layer, mfeat_data_dir, workdir, steps=STEPS, mode="eval")
+    run_mfeat(method, layer, mfeat_data_dir, workdir, steps=STEPS, mode="eval")
     evaluated = results(workdir)
     assert evaluated["meta"]["steps"] == STEPS and evaluated["meta"]["train_time_s"] is None
     assert evaluated["val"] == pytest.approx(trained["val"], rel=1e-6, abs=1e-7)
 
     capsys.readouterr()
-    run_main(method, layer, mfeat_data_dir, workdir, steps=MORE_STEPS)
+    run_mfeat(method, layer, mfeat_data_dir, workdir, steps=MORE_STEPS)
     assert f"Resumed from step {STEPS} in {workdir}" in capsys.readouterr().out
     assert results(workdir)["meta"]["steps"] == MORE_STEPS
     train_steps = [row["step"] for row in read_metrics(workdir) if row["split"] == "train"]

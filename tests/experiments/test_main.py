@@ -1,10 +1,12 @@
 """The entry point's result tables."""
 
 from experiments.main import format_comparison
+from mango_jax.results import Results
 
 
 def _results(test_metrics, params, seconds):
-    return {"test": test_metrics, "meta": {"params": params, "train_time_s": seconds}}
+    return Results(experiment="mfeat", fusion="x", splits={"test": test_metrics}, params=params,
+                   train_time_s=seconds)
 
 
 def test_comparison_lists_the_metrics_every_method_reports():

@@ -137,7 +137,7 @@ def test_multilabel_text_predictions_reproduce_the_reported_f1(tmp_path):
                         name="tagged", text_columns="caption")
     config = paired_config.get_config(f"name=tagged,data_dir={tmp_path / 'data'},"
                                       "fusion=concat,runlocal")
-    reported = train_in_process(config, str(tmp_path / "run"))["test"]
+    reported = train_in_process(config, str(tmp_path / "run")).splits["test"]
     rows = read_csv(predict(str(tmp_path / "run"), str(tmp_path / "out"),
                             manual_dir=str(tmp_path / "raw"), split="test"))
     truth = [[c in written["label"][int(r["row"])].split("|") for c in fx.CLASSES] for r in rows]
@@ -153,7 +153,7 @@ def test_segmentation_masks_reproduce_the_reported_miou(tmp_path):
                         name="scenes")
     config = paired_config.get_config(f"name=scenes,data_dir={tmp_path / 'data'},"
                                       "fusion=concat,runlocal")
-    reported = train_in_process(config, str(tmp_path / "run"))["test"]
+    reported = train_in_process(config, str(tmp_path / "run")).splits["test"]
     rows = read_csv(predict(str(tmp_path / "run"), str(tmp_path / "out"),
                             manual_dir=str(tmp_path / "raw"), split="test"))
     masks = [np.asarray(Image.open(tmp_path / "out" / r["prediction"])) for r in rows]
@@ -169,7 +169,7 @@ def test_a_built_in_dataset_run_predicts_its_split(mfeat_data_dir, tmp_path):
     config = mfeat.get_config("runlocal,fusion=concat")
     config.data.data_dir = mfeat_data_dir
     config.eval_batch_size = 80
-    reported = train_in_process(config, str(tmp_path / "run"))["test"]
+    reported = train_in_process(config, str(tmp_path / "run")).splits["test"]
     rows = read_csv(predict(str(tmp_path / "run"), str(tmp_path / "out"), split="test"))
     assert [int(r["row"]) for r in rows] == list(range(400))
     labels = []

@@ -58,7 +58,7 @@ RUNS = {
     "nyu_b4": ({"val": _seg(0.6, 0.5, 0.1111)}, _meta("nyudv2", num_blocks=4)),
     # Baselines.
     "nyu_tokenfusion_tiny": ({"test": _seg(0.7, 0.6, 0.4444)},
-                             _meta("nyudv2", fusion="TokenFusion", variant="tiny")),
+                             _meta("nyudv2", fusion="tokenfusion", variant="tiny")),
     "nyu_tokenfusion": ({"test": _seg(0.7, 0.6, 0.4555)}, _meta("nyudv2", fusion="tokenfusion")),
     "nyu_gemini": ({"test": _seg(0.7, 0.6, 0.4666)},
                    _meta("nyudv2", fusion="geminifusion", params=75_000_000)),

@@ -11,7 +11,8 @@ import textwrap
 
 import pytest
 
-from experiments import report, sweep, sweeps
+from experiments import sweep, sweeps
+from mango_jax import paper
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 TABLES = ("table4", "table5", "table6_7")
@@ -49,24 +50,24 @@ def test_ready_made_sweeps_build_valid_configs(name):
 def _settings(t):
     config = sweeps.build_config(t)
     flow = config.model.fusion.flow
-    kinds = frozenset(k.split("_")[0] for k in flow.block_pattern) & report.FULL_PARTITIONS
+    kinds = frozenset(k.split("_")[0] for k in flow.block_pattern) & paper.FULL_PARTITIONS
     return config.experiment, flow.layer, flow.num_blocks, kinds, config.model.latent_model
 
 
 def test_tables_sweeps_fill_the_report_tables():
     """Each sweep's trials land in every row of its table, on both datasets, with everything
     else at the configuration the report holds fixed."""
-    main = report.MAIN_CONFIG
+    main = paper.MAIN_CONFIG
     fixed = (main["flow_layer"], main["num_blocks"], main["partitions"], main["latent_model"])
     want = {
-        "table4": {(layer, *fixed[1:]) for _, layer, _, _ in report.TABLE4},
-        "table5": {(fixed[0], fixed[1], parts, fixed[3]) for parts, _, _ in report.TABLE5},
+        "table4": {(layer, *fixed[1:]) for _, layer, _, _ in paper.TABLE4},
+        "table5": {(fixed[0], fixed[1], parts, fixed[3]) for parts, _, _ in paper.TABLE5},
         "table6_7": {(fixed[0], blocks, fixed[2], latent) for blocks in (6, 8, 12, 16)
                      for latent in (True, False)},
     }
     for name in TABLES:
         got = [_settings(t) for t in sweeps.load(name)]
-        for dataset in report.SEG_DATASETS:
+        for dataset in paper.SEG_DATASETS:
             assert {s[1:] for s in got if s[0] == dataset} == want[name], (name, dataset)
         assert len(got) == 2 * len(want[name])
     # The paper's configuration is one trial shared by the three tables: it trains once.
@@ -132,7 +133,7 @@ def test_local_launcher_parallel_skip_failures_and_report(tmp_path, stub_python)
     done = trials[2]
     os.makedirs(os.path.join(root, done.name))
     with open(os.path.join(root, done.name, "results.json"), "w") as f:
-        json.dump({"val": {"accuracy": 1.0}, "meta": {"fusion": "c"}}, f)
+        json.dump({"val": {"accuracy": 1.0}, "meta": {"experiment": "mfeat", "fusion": "c"}}, f)
     lines = []
     status = sweep.run_local(trials, root=root, extra=["--config.num_steps=2"], parallel=2,
                              python=stub_python, log=lines.append)

@@ -1,4 +1,4 @@
-"""Every baseline through `build`: the registry, the FusionOutput contract, jit and gradients."""
+"""Every method through `build`: the registry, the FusionOutput contract, jit and gradients."""
 
 from __future__ import annotations
 
@@ -11,18 +11,24 @@ from flax import nnx
 
 from mango_jax import fusion
 from mango_jax.fusion import FusionOutput
-from mango_jax.fusion.base import output
+from mango_jax.fusion.base import FusionModule, output, register
 
 B, N, D = 2, 4, 8
-POOLED = {"additive", "multiplicative", "bilinear", "tensor", "lrtf", "mi_matrix", "gmu"}
 TRANSFORMERS = {"cross_attention", "mbt", "tokenfusion", "geminifusion"}
 # Which streams each method returns for a [B, M, D], b [B, K, D]: a function of (M, K).
 EXPECTED_TOKENS = {
+    "mango": lambda m, k: [m + k],
     "unimodal": lambda m, k: [m],
     "concat": lambda m, k: [m],
     "late": lambda m, k: [m, k],
     "dynmm": lambda m, k: [m],
-    **{name: (lambda m, k: [1]) for name in POOLED},
+    "additive": lambda m, k: [1],
+    "multiplicative": lambda m, k: [1],
+    "bilinear": lambda m, k: [1],
+    "tensor": lambda m, k: [1],
+    "lrtf": lambda m, k: [1],
+    "mi_matrix": lambda m, k: [1],
+    "gmu": lambda m, k: [1],
     **{name: (lambda m, k: [m, k]) for name in TRANSFORMERS},
 }
 
@@ -32,6 +38,9 @@ def small_config(name: str) -> ml_collections.ConfigDict:
     config = fusion.default_config(name)
     if "num_heads" in config:
         config.update({"num_layers": 1, "num_heads": 2, "mlp_ratio": 2.0})
+    if name == "mango":
+        config.flow.update({"num_blocks": 1, "num_heads": 2, "coupling_hidden": 16,
+                            "block_pattern": ("mmca_ab", "coupling")})
     return config
 
 
@@ -41,15 +50,40 @@ def inputs(m: int = N, k: int = N, seed: int = 0) -> tuple[jax.Array, jax.Array]
 
 
 def test_registry_names_and_defaults():
-    assert set(fusion.NAMES) == {"mango", *EXPECTED_TOKENS}
-    for name in fusion.BASELINES:
+    assert set(fusion.NAMES) == set(EXPECTED_TOKENS)
+    for name in fusion.NAMES:
         config = fusion.default_config(name)
-        assert config.name == name
+        assert config.name == name and fusion.REGISTRY[name].NAME == name
+        assert issubclass(fusion.REGISTRY[name], FusionModule)
         if name in TRANSFORMERS:
             assert config.num_layers == 2
             assert {"num_heads", "mlp_ratio", "dropout"} <= set(config.keys())
     assert fusion.default_config("tokenfusion").threshold == 0.02
     assert fusion.default_config("tokenfusion").sparsity_weight == 1e-4
+    # Defaults are copied: a config edited by one caller leaves the next one's alone.
+    fusion.default_config("mango").flow.num_blocks = 3
+    assert fusion.default_config("mango").flow.num_blocks == 12
+
+
+def test_register_rejects_a_missing_or_taken_name():
+    class Nameless(FusionModule):
+        pass
+
+    class Taken(FusionModule):
+        NAME = "mbt"
+
+    for cls in (Nameless, Taken):
+        with pytest.raises(ValueError, match="empty or already registered"):
+            register(cls)
+    assert fusion.REGISTRY["mbt"].__name__ == "MBTFusion"
+
+
+def test_keeps_tokens_matches_the_streams():
+    """`KEEPS_TOKENS` (which methods a dense head can decode) agrees with the streams' token
+    counts, which `test_build_call_jit_and_gradients` checks against what `build` returns."""
+    for name in fusion.NAMES:
+        pooled = EXPECTED_TOKENS[name](N, N) == [1]
+        assert fusion.REGISTRY[name].KEEPS_TOKENS is not pooled, name
 
 
 def test_unknown_name_lists_valid_names():
@@ -92,10 +126,10 @@ def test_output_takes_per_example_terms_only():
         output(stream, aux_losses={"x": jnp.zeros(())})
 
 
-@pytest.mark.parametrize("name", sorted(fusion.BASELINES))
+@pytest.mark.parametrize("name", sorted(fusion.NAMES))
 def test_build_call_jit_and_gradients(name):
     module = fusion.build(small_config(name), dim=D, tokens=(N, N), rngs=nnx.Rngs(0))
-    assert type(module) is fusion.BASELINES[name]
+    assert type(module) is fusion.REGISTRY[name]
     a, b = inputs()
     out = module(a, b)
     assert isinstance(out, FusionOutput)
@@ -129,7 +163,9 @@ def test_build_call_jit_and_gradients(name):
 
 @pytest.mark.parametrize(
     "name",
-    sorted(n for n in fusion.BASELINES if n not in {"tokenfusion", "geminifusion", "concat"}),
+    # MANGO's default block pairs the modalities' tokens too (MMCA); tests/flows covers G.
+    sorted(n for n in fusion.NAMES
+           if n not in {"tokenfusion", "geminifusion", "concat", "mango"}),
 )
 def test_unequal_token_counts(name):
     module = fusion.build(small_config(name), dim=D, tokens=(3, 5), rngs=nnx.Rngs(0))

@@ -13,6 +13,7 @@ from flax import nnx
 import mango_jax
 from experiments import mfeat
 from mango_jax import data, flows
+from mango_jax.results import SCHEMA_VERSION
 from mango_jax.train import loop
 from mango_jax.train.checkpoint import Checkpointer
 from mango_jax.train.writers import read_metrics
@@ -97,6 +98,15 @@ def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(mfeat_data_dir, tm
     checkpointer.close()
 
 
+def test_non_finite_loss_before_any_checkpoint_says_there_is_none(mfeat_data_dir, tmp_path):
+    trainer = loop.Trainer(tiny_config(mfeat_data_dir), str(tmp_path / "run"))
+    with pytest.raises(loop.NonFiniteLossError, match="at step 1;") as err:
+        trainer.check_finite([(1, {"loss": np.float32(np.nan)})])
+    assert "No checkpoint had been written yet." in str(err.value)
+    assert "step None" not in str(err.value)
+    trainer.close()
+
+
 def test_gradient_accumulation_matches_one_big_batch(mfeat_data_dir, tmp_path):
     losses = {}
     for k in (1, 2):
@@ -117,7 +127,8 @@ def test_run_writes_results_plots_and_events(mfeat_data_dir, tmp_path):
     results = loop.run(config, workdir)
     with open(os.path.join(workdir, "results.json")) as f:
         written = json.load(f)
-    assert written["test"]["accuracy"] == results["test"]["accuracy"]
+    assert written["test"]["accuracy"] == results.splits["test"]["accuracy"]
+    assert written["meta"]["schema_version"] == SCHEMA_VERSION
     assert 0.0 <= written["test"]["accuracy"] <= 1.0
     assert written["meta"]["sources"] == ["fac", "zer"]
     assert written["meta"]["fusion_details"] == {"flow_layer": "mango", "num_blocks": 1,

@@ -1,19 +1,13 @@
-"""Transformer pieces shared by every attention-based fusion method.
+"""Multi-head attention, the MLP and the pre-LayerNorm transformer layer.
 
-One home for multi-head attention and the pre-LayerNorm transformer layer, so that the baselines
-differ only in how their streams meet, not in how a layer is built.
+One home for them, shared by the encoders and the attention-based fusion methods, so that the
+baselines differ only in how their streams meet, not in how a layer is built.
 """
 
 from __future__ import annotations
 
 import jax
-import jax.numpy as jnp
-import ml_collections
 from flax import nnx
-
-# The budget fields of every transformer-based method; experiment configs set num_layers to
-# MANGO's block count so that the comparison is at equal depth.
-TRANSFORMER_DEFAULTS = {"num_layers": 2, "num_heads": 4, "mlp_ratio": 4.0, "dropout": 0.0}
 
 # MLP activations by the names checkpoints' config.json use. The baselines keep tanh-GELU (the
 # committed tables were trained with it); pretrained encoders take what their checkpoint names:
@@ -158,41 +152,8 @@ class TransformerBlock(nnx.Module):
         """MLP branch: `[B, N, D] -> [B, N, D]`."""
         return self.mlp(self.norm2(x), deterministic=deterministic)
 
-    def __call__(
-        self,
-        x: jax.Array,
-        context: jax.Array | None = None,
-        *,
-        key_mask: jax.Array | None = None,
-        causal: bool = False,
-        deterministic: bool = True,
-    ) -> jax.Array:
-        x = x + self.attend(x, context, key_mask=key_mask, causal=causal,
-                            deterministic=deterministic)
+    def __call__(self, x: jax.Array, context: jax.Array | None = None, *,
+                 deterministic: bool = True, **masks) -> jax.Array:
+        """Both residual branches; `masks`: `attend`'s `key_mask` and `causal`."""
+        x = x + self.attend(x, context, deterministic=deterministic, **masks)
         return x + self.feed_forward(x, deterministic=deterministic)
-
-
-def transformer_stack(
-    config: ml_collections.ConfigDict, dim: int, *, rngs: nnx.Rngs, cross: bool = False
-) -> nnx.List:
-    """`config.num_layers` blocks with the config's heads, MLP ratio and dropout."""
-    if config.num_layers < 0:
-        raise ValueError(f"num_layers must be >= 0, got {config.num_layers}")
-    return nnx.List(
-        [
-            TransformerBlock(
-                dim,
-                num_heads=config.num_heads,
-                mlp_ratio=config.mlp_ratio,
-                dropout=config.dropout,
-                rngs=rngs,
-                cross=cross,
-            )
-            for _ in range(config.num_layers)
-        ]
-    )
-
-
-def mean_pool(x: jax.Array) -> jax.Array:
-    """`[B, T, D] -> [B, D]`: the pooled modality vector the vector-fusion methods start from."""
-    return jnp.mean(x, axis=1)

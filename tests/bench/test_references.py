@@ -1,0 +1,79 @@
+"""The references measured beside MANGO: their configs, the parameter-matched depth, and the
+bench command end to end at mfeat's runlocal size."""
+
+import functools
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from experiments import mfeat
+from mango_jax.bench import subjects
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def test_reference_parse_and_validation():
+    assert subjects.Reference.parse("geminifusion=params") == subjects.Reference(
+        "geminifusion", "params")
+    assert subjects.Reference.parse("cross_attention").depth == "equal"
+    with pytest.raises(ValueError, match="depth rule"):
+        subjects.Reference.parse("tokenfusion=flops")
+    with pytest.raises(ValueError, match="neither"):
+        subjects.Reference("mango")
+
+
+def test_reference_config_keeps_width_heads_and_sets_the_depth():
+    spec = subjects.preset("paper_nyudv2")
+    config = subjects.reference_config(spec.model, "geminifusion", 5, dense=True)
+    assert config.fusion.name == "geminifusion" and config.fusion.num_layers == 5
+    assert config.fusion.num_heads == spec.model.fusion.flow.num_heads
+    assert config.dim == spec.model.dim and config.encoder == spec.model.encoder
+    assert spec.model.fusion.name == "mango"
+
+
+def test_matched_depth_is_the_nearest_parameter_count():
+    config = mfeat.get_config("runlocal")
+    spec = subjects.Spec("x", config.model, subjects.segmentation_info("nyudv2", 32, 5),
+                         ("rgb", "depth"), config.optimizer, batch_size=2,
+                         compute_dtype="float32", sweep_tokens=(), sweep_blocks=1)
+    spec.model.encoder.patch_size = 8
+
+    @functools.cache
+    def count(name, layers):
+        return subjects.model_parameter_counts(
+            subjects.reference_config(spec.model, name, layers, dense=True), spec.info,
+            spec.modalities)["total"]
+
+    target = count("tokenfusion", 3) + 10  # just above 3 layers: 3 is nearest
+    brute = min(range(1, 5), key=lambda n: (abs(count("tokenfusion", n) - target), n))
+    layers, params = subjects.matched_depth(spec.model, spec.info, spec.modalities,
+                                            "tokenfusion", target, dense=True)
+    assert (layers, params) == (brute, count("tokenfusion", brute)) and layers == 3
+
+
+def test_bench_command_at_mfeat_size_compares_with_cross_attention(mfeat_data_dir, tmp_path):
+    out = tmp_path / "bench.json"
+    command = [sys.executable, "-m", "experiments.bench",
+               "--config=experiments/mfeat.py:runlocal",
+               f"--config.data.data_dir={mfeat_data_dir}", "--references=cross_attention",
+               "--sweep=none", "--rounds=1", "--warmup=0", f"--out={out}"]
+    done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    results = json.loads(out.read_text())
+    assert results["references"] == {"cross_attention": {
+        "depth_rule": "equal", "num_layers": 1, "fusion": "cross_attention"}}
+    assert set(results["train"]) == {"mango", "mango_remat", "cross_attention"}
+    ratio = results["ratios"]["mango / cross_attention"]
+    mango, cross = results["train"]["mango"], results["train"]["cross_attention"]
+    assert ratio["inference_ms"] == pytest.approx(mango["inference_ms"] / cross["inference_ms"])
+    assert ratio["step_ms"] == pytest.approx(mango["step"]["median_ms"]
+                                             / cross["step"]["median_ms"])
+    assert mango["compile_s"] > 0 and cross["compile_s"] > 0
+    names = [b["name"] for b in results["bars"]]
+    assert "train step time, MANGO / cross-attention" in names
+    assert "train step FLOP/s, MANGO / cross-attention" in names
+    assert "table8" not in results
+    assert "mango / cross_attention" in done.stdout
