@@ -104,6 +104,10 @@ def finalize(config, info) -> None:
         if flow.num_blocks < 1:
             raise ConfigError(f"model.fusion.flow.num_blocks={flow.num_blocks}: G needs at "
                               "least one block")
+        unknown = [k for k in flow.block_pattern if k not in flows.mango.LAYER_KINDS]
+        if flow.layer == "mango" and unknown:
+            raise ConfigError(f"model.fusion.flow.block_pattern has unknown layers {unknown}; "
+                              f"valid: {', '.join(flows.mango.LAYER_KINDS)}")
         pairs = any(kind.startswith("mmca") for kind in flow.block_pattern)
         if flow.layer == "mango" and pairs and tokens[0] != tokens[1]:
             natural = [encoders.natural_tokens(info.modality_kinds[m], info.modality_shapes[m],

@@ -64,7 +64,7 @@ def _abstract(target: nnx.State) -> dict:
 
 
 class CheckpointError(RuntimeError):
-    """Raised when a run has checkpoints and none of them can be read."""
+    """A run has no checkpoint to evaluate, or none of its checkpoints can be read."""
 
 
 @dataclasses.dataclass

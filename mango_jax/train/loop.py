@@ -28,7 +28,7 @@ from mango_jax.model import MultimodalModel
 from mango_jax.predict import save_dataset_json
 from mango_jax.results import Results
 from mango_jax.train import distributed, plots
-from mango_jax.train.checkpoint import Checkpointer
+from mango_jax.train.checkpoint import Checkpointer, CheckpointError
 from mango_jax.train.optim import make_optimizer
 from mango_jax.train.sharding import batch_sharding, global_batch, make_mesh, state_shardings
 from mango_jax.train.step import StepConfig, make_eval_step, make_train_step
@@ -329,8 +329,8 @@ def run(config, workdir: str, mode: str = "train_and_eval") -> Results | None:
         if mode == "eval":
             trainer = Trainer(config, workdir)
             if not trainer.resume(set_aside_unreadable=False):
-                raise FileNotFoundError(f"no checkpoint in {workdir}/checkpoints to evaluate; "
-                                        "train first (--mode=train_and_eval)")
+                raise CheckpointError(f"no checkpoint in {workdir}/checkpoints to evaluate; "
+                                      "train first (--mode=train_and_eval)")
             trainer.close()
             results = evaluate_and_report(trainer, workdir, train_time=None, clock=clock,
                                           start=start)

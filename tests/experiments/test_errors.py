@@ -58,6 +58,9 @@ MISTAKES = {  # --config=... and overrides -> what the one line says
                     "--config: cannot load the config file: [Errno 2]"),
     "override value": (["experiments/mfeat.py", "--config.model.fusion.flow.num_blocks=0"],
                        "model.fusion.flow.num_blocks=0: G needs at least one block"),
+    "block pattern": (["experiments/mfeat.py", "--config.model.fusion.flow.block_pattern="
+                       "('mmca_ab', 'lica', 'nope')"],
+                      "model.fusion.flow.block_pattern has unknown layers ['nope']"),
     "data field": (["experiments/mfeat.py", "--config.data.modalities=('pix', 'pix')"],
                    "data: mfeat modalities must be two different views"),
 }
@@ -74,6 +77,15 @@ def test_config_mistakes_end_in_one_error_line_and_status_2(case, mfeat_data_dir
     assert exit_.value.code == 2
     one_error_line(capsys, MISTAKES[case][1])
     assert not (tmp_path / "work").exists()
+
+
+def test_eval_without_a_checkpoint_ends_in_one_error_line(mfeat_data_dir, tmp_path, capsys):
+    work = tmp_path / "work"
+    with pytest.raises(SystemExit) as exit_:
+        run_main(["--config=experiments/mfeat.py:runlocal", f"--config.data.data_dir="
+                  f"{mfeat_data_dir}", f"--workdir={work}", "--mode=eval", "--nodistributed"])
+    assert exit_.value.code == 2
+    one_error_line(capsys, f"no checkpoint in {work}/checkpoints to evaluate; train first")
 
 
 def test_unknown_flag_and_bugs(capsys):
