@@ -48,9 +48,9 @@ class Reference:
         if self.depth not in DEPTH_RULES:
             raise ValueError(f"reference {self.name!r}: depth rule {self.depth!r}; expected one "
                              f"of {DEPTH_RULES}")
-        if self.name != "transformer" and self.name not in fusion.NAMES[1:]:
+        if self.name != "transformer" and self.name not in BASELINES:
             raise ValueError(f"reference {self.name!r} is neither 'transformer' nor a fusion "
-                             f"method; choose from {fusion.NAMES[1:]}")
+                             f"method; choose from {BASELINES}")
 
     @classmethod
     def parse(cls, text: str) -> Reference:
@@ -58,6 +58,9 @@ class Reference:
         name, _, depth = text.partition("=")
         return cls(name.strip(), depth.strip() or "equal")
 
+
+# The fusion methods a reference can be (MANGO is what they are measured against).
+BASELINES = tuple(name for name in fusion.NAMES if name != "mango")
 
 # Table 8's comparison: the transformer at G's depth, GeminiFusion and TokenFusion at MANGO's
 # parameter count. At an experiment's size the cross-attention fusion is the reference.
