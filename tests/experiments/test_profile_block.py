@@ -19,7 +19,8 @@ def test_profile_block_small():
     # The MANGO block does more work than one transformer layer of the same width.
     assert float(reports[0][2]) > float(reports[1][2])
     kinds = re.findall(r"^ +[\d.]+ ms +\d+ x  (\S+)$", out, flags=re.M)
-    assert len(kinds) == 6 and "ParseArguments" not in kinds
+    # At most --top kinds per model; a trace of two tiny steps may hold fewer.
+    assert 2 <= len(kinds) <= 6 and "ParseArguments" not in kinds
 
 
 def test_profile_block_pattern():
