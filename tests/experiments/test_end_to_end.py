@@ -7,7 +7,8 @@ calls `experiments.main.main` in-process (absl flags parsed as on the command li
 module shares one persistent JAX compilation cache: the eval and resume calls of a case, and the
 programs the cases have in common (optimiser updates, initialisers), load what the first call
 compiled instead of compiling again. A constant learning rate keeps the resumed run's train step
-the same program as the first run's.
+the same program as the first run's. Every case trains with modality dropout (one modality
+zeroed for half the training examples), which every method must accept.
 """
 
 from __future__ import annotations
@@ -32,12 +33,14 @@ pytestmark = pytest.mark.usefixtures("compilation_cache")
 def run_mfeat(method: str, layer: str, data_dir: str, workdir: str, *, steps: int,
               mode: str = "train_and_eval") -> None:
     """`python -m experiments.main --config=experiments/mfeat.py:fusion=...,flow=...,runlocal`
-    with the test's data, steps and schedule, evaluating the validation split only."""
+    with the test's data, steps, schedule and modality dropout, evaluating the validation split
+    only."""
     run_main([f"--config=experiments/mfeat.py:fusion={method},flow={layer},runlocal",
               f"--config.data.data_dir={data_dir}", f"--config.num_steps={steps}",
               "--config.eval_every=0", "--config.eval_splits=('val',)",
               "--config.optimizer.schedule=constant",
-              "--config.optimizer.warmup_steps=0", f"--workdir={workdir}", f"--mode={mode}"])
+              "--config.optimizer.warmup_steps=0", "--config.model.modality_dropout=0.5",
+              f"--workdir={workdir}", f"--mode={mode}"])
 
 
 def results(workdir: str) -> dict:
@@ -71,6 +74,7 @@ def test_train_eval_resume(method, layer, mfeat_data_dir, tmp_path, capsys):
     meta = trained["meta"]
     assert (meta["fusion"], meta["steps"], meta["experiment"]) == (method, STEPS, "mfeat")
     assert meta["sources"] == ["pix", "fou"] and meta["params"] > 0
+    assert meta["config"]["model"]["modality_dropout"] == 0.5
     assert 0 < meta["compile_s"] < meta["wall_time_s"] and meta["train_time_s"] <= meta[
         "wall_time_s"]
     assert set(trained) == {"val", "meta"} and 0.0 <= trained["val"]["accuracy"] <= 1.0
