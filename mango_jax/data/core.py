@@ -87,10 +87,33 @@ class ArrayRecordBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True
     """Base of our builders.
 
     TFDS 4.9.10 finds a builder's source file through `importlib_resources`, a package that is
-    not installed here (and not needed): look it up with `inspect` instead. Subclasses pass
-    `disable_shuffling=True` to their `tfds.core.DatasetInfo`, so examples are stored in key
-    order and eval passes read them in a documented order.
+    not installed here (and not needed): look it up with `inspect` instead. `_info` disables
+    shuffling, so examples are stored in key order and eval passes read them in a documented
+    order. Subclasses set `DESCRIPTION` (and `HOMEPAGE`, `LICENSE` where there is one), build
+    their features in `_features` and return the example generators from `_split_generators`
+    (filling `self.info.metadata` there).
     """
+
+    DESCRIPTION: str
+    HOMEPAGE: str | None = None
+    LICENSE: str | None = None
+
+    def _features(self) -> tfds.features.FeaturesDict:
+        raise NotImplementedError
+
+    def _info(self):
+        return tfds.core.DatasetInfo(
+            builder=self,
+            description=self.DESCRIPTION,
+            features=self._features(),
+            homepage=self.HOMEPAGE,
+            license=self.LICENSE,
+            disable_shuffling=True,
+            metadata=tfds.core.MetadataDict(),
+        )
+
+    def _generate_examples(self, **kwargs):  # pragma: no cover - _split_generators builds them
+        raise NotImplementedError
 
     @tfds.core.utils.classproperty
     @classmethod

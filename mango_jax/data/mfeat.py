@@ -140,20 +140,15 @@ class Mfeat(core.ArrayRecordBuilder, skip_registration=True):
     VERSION = tfds.core.Version("1.0.0")
     RELEASE_NOTES = {"1.0.0": "Stratified 120/40/40 per class split, train-split statistics."}
     MANUAL_DOWNLOAD_INSTRUCTIONS = MANUAL_DOWNLOAD_INSTRUCTIONS
+    DESCRIPTION = "UCI Multiple Features: six views of 2,000 handwritten digits (0-9)."
+    HOMEPAGE = "https://archive.ics.uci.edu/dataset/72/multiple+features"
+    LICENSE = "CC BY 4.0"
 
-    def _info(self):
+    def _features(self):
         features = {v: tfds.features.Tensor(shape=(d,), dtype=np.float32) for v, d in VIEWS.items()}
         features["label"] = tfds.features.ClassLabel(names=[str(i) for i in range(NUM_CLASSES)])
         features["index"] = tfds.features.Scalar(dtype=np.int64, doc="row in the CSV files")
-        return tfds.core.DatasetInfo(
-            builder=self,
-            description="UCI Multiple Features: six views of 2,000 handwritten digits (0-9).",
-            features=tfds.features.FeaturesDict(features),
-            homepage="https://archive.ics.uci.edu/dataset/72/multiple+features",
-            license="CC BY 4.0",
-            disable_shuffling=True,
-            metadata=tfds.core.MetadataDict(),
-        )
+        return tfds.features.FeaturesDict(features)
 
     def _split_generators(self, dl_manager):
         feats, labels = read_views(os.fspath(dl_manager.manual_dir))

@@ -398,6 +398,8 @@ class Mmimdb(core.ArrayRecordBuilder, skip_registration=True):
     ]
     DEFAULT_CONFIG_NAME = "multibench"
     MANUAL_DOWNLOAD_INSTRUCTIONS = MANUAL_DOWNLOAD_INSTRUCTIONS
+    DESCRIPTION = "MM-IMDB: 23-genre multi-label classification from poster and plot."
+    HOMEPAGE = "https://github.com/johnarevalo/gmu-mmimdb"
 
     def __init__(self, *, split_rows=None, vocab_file=None, max_vocab=30000, min_count=2,
                  rgb_encoding="jpeg95", tokenizer=None, **kwargs):
@@ -409,7 +411,7 @@ class Mmimdb(core.ArrayRecordBuilder, skip_registration=True):
         self.rgb_encoding = rgb_encoding
         super().__init__(**kwargs)
 
-    def _info(self):
+    def _features(self):
         feats = {
             "image": tfds.features.Tensor(shape=(), dtype=np.object_, doc="encoded poster"),
             "text_ids": tfds.features.Tensor(shape=(None,), dtype=np.int32, doc="plot tokens"),
@@ -422,14 +424,7 @@ class Mmimdb(core.ArrayRecordBuilder, skip_registration=True):
             feats["vgg"] = tfds.features.Tensor(shape=(4096,), dtype=np.float32)
         else:
             feats["plot"] = tfds.features.Tensor(shape=(), dtype=np.object_, doc="plot text")
-        return tfds.core.DatasetInfo(
-            builder=self,
-            description="MM-IMDB: 23-genre multi-label classification from poster and plot.",
-            features=tfds.features.FeaturesDict(feats),
-            homepage="https://github.com/johnarevalo/gmu-mmimdb",
-            disable_shuffling=True,
-            metadata=tfds.core.MetadataDict(),
-        )
+        return tfds.features.FeaturesDict(feats)
 
     def _split_generators(self, dl_manager):
         form, root = detect_form(os.fspath(dl_manager.manual_dir))
@@ -492,9 +487,6 @@ class Mmimdb(core.ArrayRecordBuilder, skip_registration=True):
                                      lambda text: encode_text(text, index), self.rgb_encoding)
             for split in ("train", "val", "test")
         }
-
-    def _generate_examples(self, **kwargs):  # pragma: no cover - generators built above
-        raise NotImplementedError
 
 
 # --------------------------------------------------------------------------------------------

@@ -225,16 +225,14 @@ class Nyudv2(segmentation.SegmentationBuilder, skip_registration=True):
     MANUAL_DOWNLOAD_INSTRUCTIONS = MANUAL_DOWNLOAD_INSTRUCTIONS
 
     NUM_CLASSES = NUM_CLASSES
+    CLASS_NAMES = CLASS_NAMES
     DESCRIPTION = "NYU Depth v2 labelled subset, 40-class RGB-D semantic segmentation."
     HOMEPAGE = "https://cs.nyu.edu/~silberman/datasets/nyu_depth_v2.html"
 
     def _split_generators(self, dl_manager):
         root = os.fspath(dl_manager.manual_dir)
         form = detect_form(root)
-        meta = self.info.metadata
-        meta["form"] = form
-        meta["class_names"] = list(CLASS_NAMES)
-        meta["rgb_encoding"] = self.rgb_encoding
+        meta = self._start_metadata(form)
         if form == "official":
             f = open_labeled_mat(os.path.join(root, LABELED_MAT))
             n, _, w, h = f["images"].shape
@@ -243,21 +241,14 @@ class Nyudv2(segmentation.SegmentationBuilder, skip_registration=True):
             meta["max_label_hw"] = [int(h), int(w)]
             meta["depth_format"] = "uint16 PNG, millimetres"
             return {s: official_examples(root, r, lut, self.rgb_encoding) for s, r in rows.items()}
-        meta["depth_format"] = "as found in the depth/ PNGs"
-        generators, meta["max_label_hw"] = segmentation.folder_splits(
-            root, FOLDER_LISTS, columns=COLUMNS, num_classes=NUM_CLASSES,
-            mapping=segmentation.identity_mapping(NUM_CLASSES), rgb_encoding=self.rgb_encoding)
-        return generators
-
-    def _generate_examples(self, **kwargs):  # pragma: no cover - generators built above
-        raise NotImplementedError
+        return self._folder_splits(root, FOLDER_LISTS, columns=COLUMNS,
+                                   mapping=segmentation.identity_mapping(NUM_CLASSES),
+                                   depth_format="as found in the depth/ PNGs")
 
 
 class Nyudv2Spec(segmentation.SegmentationSpec):
     name = "nyudv2"
     builder_cls = Nyudv2
-    num_classes = NUM_CLASSES
-    class_names = CLASS_NAMES
 
     def check_manual_dir(self, root: str) -> None:
         detect_form(root)

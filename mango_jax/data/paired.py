@@ -526,16 +526,14 @@ class PairedBuilder(core.ArrayRecordBuilder, skip_registration=True):
     VERSION = tfds.core.Version(VERSION)
     RELEASE_NOTES = {str(VERSION): "Prepared from a manifest.csv."}
     MANUAL_DOWNLOAD_INSTRUCTIONS = __doc__
+    DESCRIPTION = f"A paired dataset prepared from {MANIFEST}."
 
     def __init__(self, *, manifest: Manifest | None = None, meta: dict | None = None, **kwargs):
         self.manifest, self.meta = manifest, meta
         super().__init__(**kwargs)
 
-    def _info(self):
-        return tfds.core.DatasetInfo(
-            builder=self, description=f"A paired dataset prepared from {MANIFEST}.",
-            features=features(self.meta), disable_shuffling=True,
-            metadata=tfds.core.MetadataDict())
+    def _features(self):
+        return features(self.meta)
 
     def _split_generators(self, dl_manager):
         del dl_manager
@@ -550,9 +548,6 @@ class PairedBuilder(core.ArrayRecordBuilder, skip_registration=True):
                                   index=index)
                 rec["row"] = r["row"]
                 yield r["row"], rec
-
-    def _generate_examples(self):  # pragma: no cover - the generators are built above
-        raise NotImplementedError
 
 
 def builder_class(name: str):

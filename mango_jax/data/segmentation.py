@@ -262,8 +262,7 @@ def folder_splits(root: str, lists: dict[str, str], *, columns: Sequence[str], n
     return generators, max_hw(sizes)
 
 
-def features(num_classes: int) -> tfds.features.FeaturesDict:
-    del num_classes
+def features() -> tfds.features.FeaturesDict:
     return tfds.features.FeaturesDict({
         "rgb": tfds.features.Tensor(shape=(), dtype=np.object_, doc="encoded RGB PNG/JPEG"),
         "depth": tfds.features.Tensor(
@@ -283,14 +282,14 @@ def features(num_classes: int) -> tfds.features.FeaturesDict:
 
 
 class SegmentationBuilder(core.ArrayRecordBuilder, skip_registration=True):
-    """What the RGB-D segmentation builders share: the RGB storage choice and the features.
+    """What the RGB-D segmentation builders share: the RGB storage choice, the features, the
+    metadata of every source form and the reading of a folder form.
 
-    Subclasses set `NUM_CLASSES`, `DESCRIPTION` and `HOMEPAGE`.
+    Subclasses set `NUM_CLASSES`, `CLASS_NAMES`, `DESCRIPTION` and `HOMEPAGE`.
     """
 
     NUM_CLASSES: int
-    DESCRIPTION: str
-    HOMEPAGE: str
+    CLASS_NAMES: tuple[str, ...]
 
     def __init__(self, *, rgb_encoding: str = "jpeg95", **kwargs):
         if rgb_encoding not in RGB_ENCODINGS:
@@ -298,15 +297,27 @@ class SegmentationBuilder(core.ArrayRecordBuilder, skip_registration=True):
         self.rgb_encoding = rgb_encoding
         super().__init__(**kwargs)
 
-    def _info(self):
-        return tfds.core.DatasetInfo(
-            builder=self,
-            description=self.DESCRIPTION,
-            features=features(self.NUM_CLASSES),
-            homepage=self.HOMEPAGE,
-            disable_shuffling=True,
-            metadata=tfds.core.MetadataDict(),
-        )
+    def _features(self):
+        return features()
+
+    def _start_metadata(self, form: str) -> tfds.core.MetadataDict:
+        """Records what every source form records; returns the metadata for the rest."""
+        meta = self.info.metadata
+        meta["form"] = form
+        meta["class_names"] = list(self.CLASS_NAMES)
+        meta["rgb_encoding"] = self.rgb_encoding
+        return meta
+
+    def _folder_splits(self, root: str, lists: dict[str, str], *, columns: Sequence[str],
+                       mapping, depth_format: str) -> dict:
+        """A folder form's generators (`folder_splits`); records `depth_format` and the
+        largest label size."""
+        meta = self.info.metadata
+        meta["depth_format"] = depth_format
+        generators, meta["max_label_hw"] = folder_splits(
+            root, lists, columns=columns, num_classes=self.NUM_CLASSES, mapping=mapping,
+            rgb_encoding=self.rgb_encoding)
+        return generators
 
 
 class SegTransform:
@@ -384,12 +395,19 @@ class SegTransform:
 
 
 class SegmentationSpec(DatasetSpec):
-    """Shared by `nyudv2` and `sunrgbd`; subclasses set the constants and `check_manual_dir`."""
+    """Shared by `nyudv2` and `sunrgbd`; subclasses set `name`, `builder_cls` and
+    `check_manual_dir`."""
 
-    num_classes: int = 0
-    class_names: tuple[str, ...] = ()
     splits = ("train", "test")
     split_aliases = {"val": "test", "validation": "test"}
+
+    @property
+    def num_classes(self) -> int:
+        return self.builder_cls.NUM_CLASSES
+
+    @property
+    def class_names(self) -> tuple[str, ...]:
+        return self.builder_cls.CLASS_NAMES
 
     def check_manual_dir(self, root: str) -> None:
         """Raises a `DataNotFoundError` naming what is missing if `root` is not a layout the

@@ -46,24 +46,17 @@ class Sunrgbd(segmentation.SegmentationBuilder, skip_registration=True):
     MANUAL_DOWNLOAD_INSTRUCTIONS = MANUAL_DOWNLOAD_INSTRUCTIONS
 
     NUM_CLASSES = NUM_CLASSES
+    CLASS_NAMES = CLASS_NAMES
     DESCRIPTION = "SUN RGB-D, 37-class RGB-D semantic segmentation."
     HOMEPAGE = "https://rgbd.cs.princeton.edu/"
 
     def _split_generators(self, dl_manager):
         root = os.fspath(dl_manager.manual_dir)
         check_layout(root)
-        meta = self.info.metadata
-        meta["form"] = "folder"
-        meta["class_names"] = list(CLASS_NAMES)
-        meta["rgb_encoding"] = self.rgb_encoding
-        meta["depth_format"] = "as found in the Depth/ PNGs"
-        generators, meta["max_label_hw"] = segmentation.folder_splits(
-            root, LISTS, columns=COLUMNS, num_classes=NUM_CLASSES,
-            mapping=segmentation.shift_mapping(NUM_CLASSES), rgb_encoding=self.rgb_encoding)
-        return generators
-
-    def _generate_examples(self, **kwargs):  # pragma: no cover - generators built above
-        raise NotImplementedError
+        self._start_metadata("folder")
+        return self._folder_splits(root, LISTS, columns=COLUMNS,
+                                   mapping=segmentation.shift_mapping(NUM_CLASSES),
+                                   depth_format="as found in the Depth/ PNGs")
 
 
 def check_layout(root: str) -> None:
@@ -78,8 +71,6 @@ def check_layout(root: str) -> None:
 class SunrgbdSpec(segmentation.SegmentationSpec):
     name = "sunrgbd"
     builder_cls = Sunrgbd
-    num_classes = NUM_CLASSES
-    class_names = CLASS_NAMES
 
     def check_manual_dir(self, root: str) -> None:
         check_layout(root)

@@ -159,20 +159,15 @@ class Taskonomy(core.ArrayRecordBuilder, skip_registration=True):
     VERSION = tfds.core.Version("1.0.0")
     RELEASE_NOTES = {"1.0.0": "TokenFusion form; ten domains, old and new folder names."}
     MANUAL_DOWNLOAD_INSTRUCTIONS = MANUAL_DOWNLOAD_INSTRUCTIONS
+    DESCRIPTION = "Taskonomy subset (TokenFusion image-to-image translation split)."
+    HOMEPAGE = "http://taskonomy.stanford.edu/"
 
-    def _info(self):
+    def _features(self):
         feats = {d: tfds.features.Tensor(shape=(), dtype=np.object_,
                                          doc=f"encoded {d} PNG (empty if absent)")
                  for d in DOMAINS}
         feats["name"] = tfds.features.Tensor(shape=(), dtype=np.object_, doc="list-file entry")
-        return tfds.core.DatasetInfo(
-            builder=self,
-            description="Taskonomy subset (TokenFusion image-to-image translation split).",
-            features=tfds.features.FeaturesDict(feats),
-            homepage="http://taskonomy.stanford.edu/",
-            disable_shuffling=True,
-            metadata=tfds.core.MetadataDict(),
-        )
+        return tfds.features.FeaturesDict(feats)
 
     def _split_generators(self, dl_manager):
         root = os.fspath(dl_manager.manual_dir)
@@ -208,9 +203,6 @@ class Taskonomy(core.ArrayRecordBuilder, skip_registration=True):
         with concurrent.futures.ThreadPoolExecutor(8) as pool:
             for start in range(0, len(items), 64):
                 yield from pool.map(one, items[start : start + 64])
-
-    def _generate_examples(self, **kwargs):  # pragma: no cover - generators built above
-        raise NotImplementedError
 
 
 # --------------------------------------------------------------------------------------------
