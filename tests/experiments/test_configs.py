@@ -364,6 +364,20 @@ def test_missing_checkpoint_stops_at_once_with_the_download_command(run_main, tm
     assert "Traceback" not in proc.stderr and not (tmp_path / "work").exists()
 
 
+def add_blocks(w: dict, t, prefix: str, *, depth: int, width: int, hidden: int, linears, norms):
+    """Random weights of `depth` transformer blocks `{prefix}{i}.` in a hub checkpoint's names:
+    `linears` the query, key, value, output, MLP-up and MLP-down projections (in that order),
+    `norms` the two layer norms."""
+    shapes = dict(zip(linears, [(width, width)] * 4 + [(hidden, width), (width, hidden)],
+                      strict=True))
+    for i in range(depth):
+        p = f"{prefix}{i}."
+        for name, (out, fan_in) in shapes.items():
+            w[p + name + ".weight"], w[p + name + ".bias"] = t(out, fan_in), t(out)
+        for name in norms:
+            w[p + name + ".weight"], w[p + name + ".bias"] = 1 + t(width), t(width)
+
+
 def write_mae(folder: Path, *, width=32, heads=2, depth=1, hidden=64, patch=8, image=32,
               mean=(0.5, 0.45, 0.4), std=(0.25, 0.2, 0.3)) -> str:
     """A random ViTMAEForPreTraining folder as `facebook/vit-mae-base` lays it out (weights under
@@ -382,17 +396,11 @@ def write_mae(folder: Path, *, width=32, heads=2, depth=1, hidden=64, patch=8, i
          "vit.embeddings.position_embeddings": t(1, n + 1, width),
          "vit.layernorm.weight": 1 + t(width), "vit.layernorm.bias": t(width),
          "decoder.decoder_embed.weight": t(8, width)}
-    for i in range(depth):
-        p = f"vit.encoder.layer.{i}."
-        for name, (out, fan_in) in {"attention.attention.query": (width, width),
-                                    "attention.attention.key": (width, width),
-                                    "attention.attention.value": (width, width),
-                                    "attention.output.dense": (width, width),
-                                    "intermediate.dense": (hidden, width),
-                                    "output.dense": (width, hidden)}.items():
-            w[p + name + ".weight"], w[p + name + ".bias"] = t(out, fan_in), t(out)
-        for name in ("layernorm_before", "layernorm_after"):
-            w[p + name + ".weight"], w[p + name + ".bias"] = 1 + t(width), t(width)
+    add_blocks(w, t, "vit.encoder.layer.", depth=depth, width=width, hidden=hidden,
+               linears=("attention.attention.query", "attention.attention.key",
+                        "attention.attention.value", "attention.output.dense",
+                        "intermediate.dense", "output.dense"),
+               norms=("layernorm_before", "layernorm_after"))
     folder.mkdir(parents=True)
     save_file(w, str(folder / "model.safetensors"))
     (folder / "config.json").write_text(json.dumps({
@@ -422,16 +430,10 @@ def write_clip(folder: Path, *, vocab: int, width=32, heads=2, depth=1, hidden=6
          "text_model.final_layer_norm.bias": t(width),
          "text_projection.weight": t(16, width), "visual_projection.weight": t(16, 24),
          "vision_model.embeddings.class_embedding": t(24)}
-    for i in range(depth):
-        p = f"text_model.encoder.layers.{i}."
-        for name, (out, fan_in) in {"self_attn.q_proj": (width, width),
-                                    "self_attn.k_proj": (width, width),
-                                    "self_attn.v_proj": (width, width),
-                                    "self_attn.out_proj": (width, width),
-                                    "mlp.fc1": (hidden, width), "mlp.fc2": (width, hidden)}.items():
-            w[p + name + ".weight"], w[p + name + ".bias"] = t(out, fan_in), t(out)
-        for name in ("layer_norm1", "layer_norm2"):
-            w[p + name + ".weight"], w[p + name + ".bias"] = 1 + t(width), t(width)
+    add_blocks(w, t, "text_model.encoder.layers.", depth=depth, width=width, hidden=hidden,
+               linears=("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj",
+                        "self_attn.out_proj", "mlp.fc1", "mlp.fc2"),
+               norms=("layer_norm1", "layer_norm2"))
     folder.mkdir(parents=True)
     save_file(w, str(folder / "model.safetensors"))
     (folder / "config.json").write_text(json.dumps({
