@@ -237,25 +237,11 @@ def use_pretrained(config: ml_collections.ConfigDict) -> None:
 def set_runlocal(config: ml_collections.ConfigDict) -> None:
     """Two steps at tiny sizes (8-pixel patches, D = 16, one encoder block, one block of G),
     reading data in the calling process, so a config runs end to end on fixture data."""
-    config.num_steps = 2
-    config.batch_size = 8
-    config.eval_batch_size = 8
-    config.log_every = 1
-    config.eval_every = 2
-    config.checkpoint_every = 2
-    config.data.num_workers = 0
-    config.data.num_threads = 1
-    config.data.prefetch_batches = 1
-    model = config.model
-    model.dim = 16
-    model.decoder_width = 16
-    model.encoder.patch_size = 8
-    model.encoder.depth = 1
-    model.encoder.num_heads = 2
-    model.encoder.vector_hidden = 32
-    model.encoder.text_max_len = 16
-    flow = model.fusion.flow
-    flow.num_blocks = 1
-    flow.num_heads = 2
-    flow.coupling_hidden = 16
+    config.update(num_steps=2, batch_size=8, eval_batch_size=8, log_every=1, eval_every=2,
+                  checkpoint_every=2)
+    config.data.update(num_workers=0, num_threads=1, prefetch_batches=1)
+    config.model.update(dim=16, decoder_width=16)
+    config.model.encoder.update(patch_size=8, depth=1, num_heads=2, vector_hidden=32,
+                                text_max_len=16)
+    config.model.fusion.flow.update(num_blocks=1, num_heads=2, coupling_hidden=16)
     config.optimizer.warmup_steps = 1

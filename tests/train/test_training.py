@@ -22,12 +22,8 @@ from mango_jax.train.writers import read_metrics
 def tiny_config(data_dir, arg="runlocal", **overrides):
     config = mfeat.get_config(arg)
     config.data.data_dir = data_dir
-    config.batch_size = 16
-    config.eval_batch_size = 80
-    config.num_steps = 6
-    config.log_every = 1
-    config.eval_every = 0
-    config.checkpoint_every = 3
+    config.update(batch_size=16, eval_batch_size=80, num_steps=6, log_every=1, eval_every=0,
+                  checkpoint_every=3)
     config.optimizer.warmup_steps = 2
     config.update_from_flattened_dict(overrides)
     return config
