@@ -6,6 +6,7 @@ import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
+from absl.testing import parameterized
 from flax import nnx
 
 from mango_jax import flows
@@ -75,3 +76,34 @@ def assert_gradients_finite(layer, x):
     for leaf in jax.tree.leaves(grads):
         assert bool(jnp.all(jnp.isfinite(leaf)))
     assert sum(float(jnp.abs(g).sum()) for g in jax.tree.leaves(grads[0])) > 0
+
+
+def contract_tests(layer_of, names, *, logdet_names=None, whole="block", make_inputs=inputs,
+                   logdet_atol=1e-6):
+    """The flow contract as a TestCase for a layer kind's test file: round trip (jit and not)
+    and brute-force log-det of `layer_of(name)` for `names` (`logdet_names` where the log-det
+    is checked on fewer), and on the `whole` block batch independence both ways and finite
+    gradients. `logdet_atol`: the round trip's inverse log-det tolerance, where float32
+    rounding of the kind's log-det needs more."""
+    logdet_names = names if logdet_names is None else logdet_names
+
+    class ContractTest(chex.TestCase, parameterized.TestCase):
+
+        @chex.variants(with_jit=True, without_jit=True)
+        @parameterized.parameters(*names)
+        def test_round_trip_both_ways(self, name):
+            assert_round_trip(self.variant, layer_of(name), make_inputs(), logdet_atol=logdet_atol)
+
+        @parameterized.parameters(*logdet_names)
+        def test_logdet_equals_brute_force(self, name):
+            assert_logdet_matches(layer_of(name), make_inputs())
+
+        def test_batch_elements_are_independent_both_ways(self):
+            layer = layer_of(whole)
+            for fn in (layer, layer.inverse):
+                assert_batch_independent(fn, make_inputs())
+
+        def test_gradients_are_finite(self):
+            assert_gradients_finite(layer_of(whole), make_inputs())
+
+    return ContractTest
