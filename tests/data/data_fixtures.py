@@ -13,6 +13,16 @@ from PIL import Image
 from mango_jax.data import mmimdb, taskonomy
 
 
+def prepared(tmp_path_factory, spec, write, *, options=None, **sizes):
+    """A test module's prepared dataset: `write(raw, **sizes)` puts a source form in a fresh
+    root's `raw/`, `spec.prepare` (with `options`) reads it into `data/`; returns (root, what
+    `write` returned)."""
+    root = tmp_path_factory.mktemp(spec.name)
+    truth = write(str(root / "raw"), **sizes)
+    spec.prepare(data_dir=str(root / "data"), manual_dir=str(root / "raw"), **(options or {}))
+    return root, truth
+
+
 def _rgb(h, w, k):
     yy, xx = np.mgrid[:h, :w]
     return np.stack([(xx * 255 // max(w - 1, 1)), (yy * 255 // max(h - 1, 1)),

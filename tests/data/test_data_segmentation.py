@@ -33,10 +33,8 @@ def _eval(cfg, split, batch_size=4, **kw):
 
 @pytest.fixture(scope="module")
 def nyu_folder(tmp_path_factory):
-    root = tmp_path_factory.mktemp("nyu_folder")
-    truth = fixtures.write_nyu_folder(str(root / "raw"), n_train=6, n_test=3, hw=(24, 32))
-    nyudv2.SPEC.prepare(data_dir=str(root / "data"), manual_dir=str(root / "raw"))
-    return root, truth
+    return fixtures.prepared(tmp_path_factory, nyudv2.SPEC, fixtures.write_nyu_folder,
+                             n_train=6, n_test=3, hw=(24, 32))
 
 
 def test_nyu_folder_shapes_dtypes_and_labels(nyu_folder):
@@ -126,11 +124,8 @@ def test_augmentation_keeps_modalities_and_mask_aligned(tmp_path):
 
 @pytest.fixture(scope="module")
 def nyu_official(tmp_path_factory):
-    root = tmp_path_factory.mktemp("nyu_official")
-    truth = fixtures.write_nyu_official(str(root / "raw"), n=7, hw=(12, 16))
-    nyudv2.SPEC.prepare(data_dir=str(root / "data"), manual_dir=str(root / "raw"),
-                        rgb_encoding="source")
-    return root, truth
+    return fixtures.prepared(tmp_path_factory, nyudv2.SPEC, fixtures.write_nyu_official,
+                             n=7, hw=(12, 16), options={"rgb_encoding": "source"})
 
 
 def test_nyu_official_mapping_axes_and_split(nyu_official):
@@ -161,10 +156,8 @@ def test_nyu_official_splits_v73(tmp_path):
 
 @pytest.fixture(scope="module")
 def sun(tmp_path_factory):
-    root = tmp_path_factory.mktemp("sun")
-    truth = fixtures.write_sunrgbd(str(root / "raw"), n_train=5, n_test=4)
-    sunrgbd.SPEC.prepare(data_dir=str(root / "data"), manual_dir=str(root / "raw"))
-    return root, truth
+    return fixtures.prepared(tmp_path_factory, sunrgbd.SPEC, fixtures.write_sunrgbd,
+                             n_train=5, n_test=4)
 
 
 def test_sunrgbd_label_shift_and_padding(sun):

@@ -26,9 +26,8 @@ CLIP_FIXTURE = os.path.join(os.path.dirname(__file__), "clip_tokenizer")
 
 @pytest.fixture(scope="module")
 def tk(tmp_path_factory):
-    root = tmp_path_factory.mktemp("taskonomy")
-    fixtures.write_taskonomy(str(root / "raw"), n_train=4, n_val=3, hw=(20, 20))
-    taskonomy.SPEC.prepare(data_dir=str(root / "data"), manual_dir=str(root / "raw"))
+    root, _ = fixtures.prepared(tmp_path_factory, taskonomy.SPEC, fixtures.write_taskonomy,
+                                n_train=4, n_val=3, hw=(20, 20))
     return root
 
 
