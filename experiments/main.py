@@ -20,7 +20,7 @@ from ml_collections import config_flags
 
 from experiments import cli
 from experiments.common import check_data, method_configs, use_pretrained
-from mango_jax import encoders, flows, fusion, model
+from mango_jax import fusion, model
 from mango_jax.errors import ConfigError
 from mango_jax.results import Results
 
@@ -76,8 +76,8 @@ def finalize(config, info) -> None:
     that runs, and refuses a model that cannot be built (ConfigError).
 
     Filled: `num_steps` (0: from num_epochs), `model.tokens_per_modality` (unset: the encoders'
-    natural count where both modalities give the same), and MANGO's `flow.dim` and
-    `flow.tokens_per_modality`, which the model sets from its D and token counts.
+    natural count where both modalities give the same), and the fusion method's derived
+    fields (`FusionModule.resolve`, e.g. MANGO's `flow.dim`).
     """
     from mango_jax.train import loop
 
@@ -96,30 +96,7 @@ def finalize(config, info) -> None:
     tokens = model.token_counts(net, info, modalities)
     if net.tokens_per_modality is None and tokens[0] == tokens[1]:
         net.tokens_per_modality = tokens[0]
-    if net.fusion.name == "mango":
-        flow = net.fusion.flow
-        if flow.layer not in flows.LAYERS:
-            raise ConfigError(f"model.fusion.flow.layer={flow.layer!r}; valid: "
-                              f"{', '.join(flows.LAYERS)}")
-        if flow.num_blocks < 1:
-            raise ConfigError(f"model.fusion.flow.num_blocks={flow.num_blocks}: G needs at "
-                              "least one block")
-        unknown = [k for k in flow.block_pattern if k not in flows.mango.LAYER_KINDS]
-        if flow.layer == "mango" and unknown:
-            raise ConfigError(f"model.fusion.flow.block_pattern has unknown layers {unknown}; "
-                              f"valid: {', '.join(flows.mango.LAYER_KINDS)}")
-        pairs = any(kind.startswith("mmca") for kind in flow.block_pattern)
-        if flow.layer == "mango" and pairs and tokens[0] != tokens[1]:
-            natural = [encoders.natural_tokens(info.modality_kinds[m], info.modality_shapes[m],
-                                               net.encoder) for m in modalities]
-            raise ConfigError(f"MANGO's cross-modal layers pair the two modalities token by "
-                              f"token, but they give {natural[0]} and {natural[1]} tokens; set "
-                              "model.tokens_per_modality to resample both to one count")
-        flow.dim = net.dim
-        flow.tokens_per_modality = tuple(tokens)
-    if "num_layers" in net.fusion and net.fusion.num_layers < 1:
-        raise ConfigError(f"model.fusion.num_layers={net.fusion.num_layers}: "
-                          f"{net.fusion.name} needs at least one layer")
+    fusion.REGISTRY[net.fusion.name].resolve(net.fusion, dim=net.dim, tokens=tuple(tokens))
     config.num_steps = loop.total_steps(config, info)
 
 

@@ -10,6 +10,8 @@ import jax.numpy as jnp
 import ml_collections
 from flax import nnx
 
+from mango_jax.errors import ConfigError
+
 
 @jax.tree_util.register_dataclass
 @dataclasses.dataclass(frozen=True)
@@ -61,6 +63,17 @@ class FusionModule(nnx.Module):
         self.dim = dim
         self.tokens = tuple(int(t) for t in tokens)
         self.setup(config, rngs=rngs)
+
+    @classmethod
+    def resolve(cls, config: ml_collections.ConfigDict, *, dim: int,
+                tokens: tuple[int, int]) -> None:
+        """Checks the method's fields of `config` against the model's width and token counts
+        and fills in those it derives from them, before the run's config is printed and saved
+        (so that `config.json` is the model that ran). Raises ConfigError."""
+        del dim, tokens
+        if "num_layers" in config and config.num_layers < 1:
+            raise ConfigError(f"model.fusion.num_layers={config.num_layers}: {cls.NAME} needs "
+                              "at least one layer")
 
     def setup(self, config: ml_collections.ConfigDict, *, rngs: nnx.Rngs) -> None:
         """Checks the method's own fields of `config` and builds its layers (`self.dim`,

@@ -21,6 +21,7 @@ import numpy as np
 from flax import nnx
 
 from mango_jax import flows
+from mango_jax.errors import ConfigError
 from mango_jax.flows.glow import initialize_actnorms
 from mango_jax.flows.impute import conditional_mode
 from mango_jax.flows.mango import ICA_KINDS
@@ -38,6 +39,31 @@ class MangoFusion(FusionModule):
 
     NAME = "mango"
     DEFAULTS = {"nll_weight": 0.01, "flow": flows.default_config()}
+
+    @classmethod
+    def resolve(cls, config, *, dim, tokens):
+        """G's layer, depth and block pattern must be buildable; `flow.dim` and
+        `flow.tokens_per_modality` are set from the encoders."""
+        super().resolve(config, dim=dim, tokens=tokens)
+        flow = config.flow
+        if flow.layer not in flows.LAYERS:
+            raise ConfigError(f"model.fusion.flow.layer={flow.layer!r}; valid: "
+                              f"{', '.join(flows.LAYERS)}")
+        if flow.num_blocks < 1:
+            raise ConfigError(f"model.fusion.flow.num_blocks={flow.num_blocks}: G needs at "
+                              "least one block")
+        if flow.layer == "mango":
+            unknown = [k for k in flow.block_pattern if k not in flows.mango.LAYER_KINDS]
+            if unknown:
+                raise ConfigError(f"model.fusion.flow.block_pattern has unknown layers "
+                                  f"{unknown}; valid: {', '.join(flows.mango.LAYER_KINDS)}")
+            pairs = any(kind.startswith("mmca") for kind in flow.block_pattern)
+            if pairs and tokens[0] != tokens[1]:
+                raise ConfigError(f"MANGO's cross-modal layers pair the two modalities token "
+                                  f"by token, but they give {tokens[0]} and {tokens[1]} tokens; "
+                                  "set model.tokens_per_modality to resample both to one count")
+        flow.dim = dim
+        flow.tokens_per_modality = tuple(tokens)
 
     def setup(self, config, *, rngs):
         flow_config = config.flow.copy_and_resolve_references()
