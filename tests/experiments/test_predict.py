@@ -19,6 +19,7 @@ import paired_fixtures as fx
 import pytest
 from PIL import Image
 from sklearn.metrics import confusion_matrix, f1_score
+from xla_env import devices_flag
 
 import mango_jax
 from experiments import mfeat
@@ -45,7 +46,7 @@ def results(workdir):
 def run(args, devices=None):
     env = dict(os.environ)
     if devices is not None:
-        env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={devices}"
+        env["XLA_FLAGS"] = devices_flag(devices)
     out = subprocess.run([sys.executable, "-m", *args], cwd=REPO, env=env, capture_output=True,
                          text=True, timeout=300)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]

@@ -10,6 +10,7 @@ import sys
 import textwrap
 
 import pytest
+from xla_env import devices_flag
 
 from experiments import sweep, sweeps
 from mango_jax import paper
@@ -212,7 +213,7 @@ def test_local_sweep_of_a_real_trial_end_to_end(tmp_path, mfeat_data_dir):
     root = tmp_path / "runs"
     command = [sys.executable, "-m", "experiments.sweep", f"--sweep={sweep_file}",
                f"--root={root}", f"--set=data.data_dir={mfeat_data_dir}"]
-    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=2",
+    env = {**os.environ, "XLA_FLAGS": devices_flag(2),
            "JAX_PLATFORMS": "cpu"}
     out = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True,
                          timeout=300)

@@ -27,6 +27,7 @@ import jax
 import numpy as np
 import pytest
 from jax.experimental import multihost_utils
+from xla_env import devices_flag
 
 from experiments import mfeat
 from mango_jax.train import distributed, loop
@@ -111,9 +112,10 @@ def free_port() -> int:
 
 def start_workers(tmp_path, data_dir):
     port = free_port()
-    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=4",
+    env = {**os.environ, "XLA_FLAGS": devices_flag(4),
            "JAX_PLATFORMS": "cpu",
-           "PYTHONPATH": os.pathsep.join(filter(None, [ROOT, os.environ.get("PYTHONPATH")]))}
+           "PYTHONPATH": os.pathsep.join(filter(None, [ROOT, os.path.join(ROOT, "tests", "data"),
+                                                       os.environ.get("PYTHONPATH")]))}
     procs = []
     for i in range(2):
         log = open(tmp_path / f"process_{i}.log", "w")
