@@ -37,3 +37,18 @@ def test_max_softmax_per_task():
     grid = jnp.broadcast_to(logits[:, None, None], (2, 3, 4, 3))
     np.testing.assert_allclose(robustness.max_softmax("segmentation", grid), p.max(-1),
                                rtol=1e-6)
+
+
+def test_background_is_a_diagonal_gaussian_fit_of_the_features():
+    from scipy.stats import norm
+
+    rng = np.random.default_rng(1)
+    a, b = rng.normal(2.0, 3.0, (500, 2, 3)), rng.normal(-1.0, 0.5, (500, 1, 3))
+    bg = robustness.Background.fit(a, b)
+    f = np.concatenate([a, b], 1).reshape(500, -1)
+    mean, std = f.mean(0), f.std(0)  # Maximum likelihood, as scipy's norm.fit.
+    np.testing.assert_allclose(np.c_[[norm.fit(f[:, i]) for i in range(9)]],
+                               np.c_[mean, std], rtol=1e-9)
+    x_a, x_b = rng.normal(size=(4, 2, 3)), rng.normal(size=(4, 1, 3))
+    expected = norm.logpdf(np.concatenate([x_a, x_b], 1).reshape(4, -1), mean, std).sum(-1)
+    np.testing.assert_allclose(bg.log_prob(x_a, x_b), expected, rtol=1e-6)
