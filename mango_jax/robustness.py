@@ -263,40 +263,69 @@ def _metric(evaluator, prediction, examples) -> float:
     return float(evaluator.finalize(state)[evaluator.metric_names[0]])
 
 
-class Background(NamedTuple):
-    """Ren et al. (2019)'s background model for the likelihood ratio: a diagonal Gaussian over
-    the train split's features F = [F_A, F_B], one mean and variance per token channel.
+MAX_FULL_COVARIANCE_DIMS = 4096
 
-    Why this one: the ratio log p_G(F) − log p_bg(F) should cancel what both models explain,
-    the population statistics of each feature (its location and spread, which dominate the raw
-    likelihood), and keep what only G models, the dependence between channels, tokens and
-    modalities that a corruption of one modality breaks. A diagonal Gaussian is the simplest
-    model with exactly those statistics and nothing else; a full Gaussian over M + K tokens × D
-    channels has more parameters than mfeat has train examples, and G's own prior N(0, I) on
-    z = G(F) leaves only log|det ∂G/∂F| in the ratio, which measures G's local volume change
-    rather than anything about F's statistics.
+
+def ledoit_wolf(x: np.ndarray) -> tuple[np.ndarray, float]:
+    """Ledoit & Wolf (2004)'s shrunk covariance of the rows of `x` [n, p] and its shrinkage:
+    `(1 − s) S + s (tr S / p) I`, with s their consistent estimate of the optimal weight."""
+    n, p = x.shape
+    x = x - x.mean(0)
+    cov = x.T @ x / n
+    mu = np.trace(cov) / p
+    x2 = x ** 2
+    beta = (np.sum(x2.T @ x2) / n - np.sum(cov ** 2)) / (p * n)
+    delta = (np.sum(cov ** 2) - 2 * mu * np.trace(cov) + p * mu ** 2) / p
+    shrinkage = 0.0 if delta == 0 else min(beta, delta) / delta
+    return (1 - shrinkage) * cov + shrinkage * mu * np.eye(p), float(shrinkage)
+
+
+class Background(NamedTuple):
+    """Ren et al. (2019)'s background model for the likelihood ratio, and a detector of its
+    own: a Gaussian over the train split's features F = [F_A, F_B] (flattened), with the
+    Ledoit-Wolf covariance (more dimensions than mfeat has train examples, so the sample
+    covariance is singular), or diagonal above `MAX_FULL_COVARIANCE_DIMS` dimensions.
+
+    Why a Gaussian: the ratio log p_G(F) − log p_bg(F) should cancel what both models explain,
+    the first and second moments of the features, and keep what only G models (the non-Gaussian
+    dependence a corruption might break); a Gaussian is the simplest model with exactly those
+    statistics. G's own prior N(0, I) on z = G(F), the other natural background, leaves only
+    log|det ∂G/∂F| in the ratio, G's local volume change, which says nothing about F's
+    statistics. `gaussian_nll` (−log p_bg, the Mahalanobis distance up to a constant) is kept
+    as a detector for every method: it asks how well a density on the same features detects
+    what G's does not.
     """
 
     mean: np.ndarray
-    var: np.ndarray
+    precision: np.ndarray  # [p, p], or [p] when diagonal.
+    log_det_cov: float
 
     @classmethod
     def fit(cls, a: np.ndarray, b: np.ndarray) -> Background:
-        f = np.concatenate([a, b], axis=1).astype(np.float64)
-        return cls(mean=f.mean(0), var=np.maximum(f.var(0), 1e-12))  # A constant channel.
+        f = _flat(a, b)
+        if f.shape[1] > MAX_FULL_COVARIANCE_DIMS:
+            var = np.maximum(f.var(0), 1e-12)  # A constant channel.
+            return cls(f.mean(0), 1.0 / var, float(np.sum(np.log(var))))
+        cov, _ = ledoit_wolf(f)
+        return cls(f.mean(0), np.linalg.inv(cov), float(np.linalg.slogdet(cov)[1]))
 
     def log_prob(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
         """`[B]` log p_bg(F) in nats."""
-        f = np.concatenate([a, b], axis=1).astype(np.float64)
-        z = (f - self.mean) ** 2 / self.var + np.log(2 * np.pi * self.var)
-        return -0.5 * z.reshape(len(f), -1).sum(-1)
+        f = _flat(a, b) - self.mean
+        maha = (np.sum(f * f * self.precision, -1) if self.precision.ndim == 1
+                else np.einsum("bi,ij,bj->b", f, self.precision, f))
+        return -0.5 * (maha + self.log_det_cov + f.shape[1] * np.log(2 * np.pi))
+
+
+def _flat(a, b) -> np.ndarray:
+    return np.concatenate([a, b], axis=1).astype(np.float64).reshape(len(a), -1)
 
 
 def _detector_scores(out: dict, clean: dict, side: str, typical_nll: float | None,
-                     background: Background | None) -> dict[str, np.ndarray]:
+                     background: Background) -> dict[str, np.ndarray]:
     """Per example, higher = more likely corrupted, for modality `side` ('a' | 'b') under
     test; `clean` holds the flow's imputation of that modality from the other, clean one."""
-    scores = {}
+    scores = {"gaussian_nll": -background.log_prob(out["a"], out["b"])}
     if "msp" in out:
         scores["max_softmax"] = -out["msp"]
     if "ll" in out:
@@ -334,7 +363,7 @@ def evaluate(predictor, *, config: ml_collections.ConfigDict | None = None,
     token_mean = {"a": train_out["a"].mean(0, keepdims=True),
                   "b": train_out["b"].mean(0, keepdims=True)}
     typical_nll = float(np.mean(-train_out["ll"])) if "ll" in train_out else None
-    background = Background.fit(train_out["a"], train_out["b"]) if programs.is_flow else None
+    background = Background.fit(train_out["a"], train_out["b"])
 
     levels = np.linspace(0.0, 1.0, int(settings_.num_levels))
     result: dict[str, Any] = {
@@ -494,7 +523,8 @@ def table(results: dict[str, dict]) -> tuple[list[str], list[list[str]], dict]:
     head += ["rel. rob.", "rel. (norm.)", "eff. rob.", "eff. (norm.)"]
     for m in mods:
         name = next(iter(first["corruptions"][m]))
-        head += [f"AUROC {m}/{name} p=1: max-softmax", f"AUROC {m}/{name} p=1: best flow"]
+        head += [f"AUROC {m}/{name} p=1: {d}" for d in ("max-softmax", "gaussian_nll",
+                                                          "best flow")]
 
     def f(v, digits=4):
         return "–" if v is None else f"{v:.{digits}f}"
@@ -511,7 +541,7 @@ def table(results: dict[str, dict]) -> tuple[list[str], list[list[str]], dict]:
             entry = next(iter(r["corruptions"][m].values()))["auroc"]
             flow = {d: v[-1] for d, v in entry.items() if d in FLOW_DETECTORS}
             best = max(flow, key=flow.get) if flow else None
-            row += [f(entry["max_softmax"][-1], 3),
+            row += [f(entry["max_softmax"][-1], 3), f(entry["gaussian_nll"][-1], 3),
                     f"{best} {f(flow[best], 3)}" if best else "–"]
         rows.append(row)
     return head, rows, {"relative_robustness": rel_n, "effective_robustness": eff_n}
