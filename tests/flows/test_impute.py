@@ -63,10 +63,11 @@ def test_projection_keeps_tokens_scale_fixed():
 def test_a_trained_flow_imputes_the_conditional_mean():
     """G alone (no encoders, no scale fixing) fitted by maximum likelihood to samples of the
     joint: as it trains, its imputation approaches E[x_B | x_A] = W x_A. G is two RealNVP
-    blocks (a coupling of the B token on the A token, then one over channels): a MANGO block
-    has no layer that shifts one modality's tokens by a function of the other's (its ICA layers
-    mix the moved tokens with weights set by the conditioning ones, its coupling works within a
-    token), so it cannot represent x_B − W x_A."""
+    blocks (a coupling of the B token on the A token, then one over channels), which can
+    represent the whitening x_B − W x_A as one learned shift. A MANGO block has no such shift
+    of one modality's tokens by a function of the other's: its ICA layers mix the moved tokens
+    among themselves with weights set by the conditioning ones (LICA in a learned linear basis
+    of the tokens), and its coupling works within each token."""
     rng = np.random.default_rng(0)
     w = 1.5 * rng.normal(size=(D, D)) / np.sqrt(D)
     cov = np.block([[np.eye(D), w], [w.T, w.T @ w + 0.09 * np.eye(D)]])
