@@ -280,20 +280,21 @@ def ledoit_wolf(x: np.ndarray) -> tuple[np.ndarray, float]:
     return (1 - shrinkage) * cov + shrinkage * mu * np.eye(p), float(shrinkage)
 
 
-class Background(NamedTuple):
-    """Ren et al. (2019)'s background model for the likelihood ratio, and a detector of its
-    own: a Gaussian over the train split's features F = [F_A, F_B] (flattened), with the
+class Gaussian(NamedTuple):
+    """A Gaussian density of feature vectors `[n, p]` fitted on the train split, with the
     Ledoit-Wolf covariance (more dimensions than mfeat has train examples, so the sample
     covariance is singular), or diagonal above `MAX_FULL_COVARIANCE_DIMS` dimensions.
 
-    Why a Gaussian: the ratio log p_G(F) − log p_bg(F) should cancel what both models explain,
-    the first and second moments of the features, and keep what only G models (the non-Gaussian
-    dependence a corruption might break); a Gaussian is the simplest model with exactly those
-    statistics. G's own prior N(0, I) on z = G(F), the other natural background, leaves only
-    log|det ∂G/∂F| in the ratio, G's local volume change, which says nothing about F's
-    statistics. `gaussian_nll` (−log p_bg, the Mahalanobis distance up to a constant) is kept
-    as a detector for every method: it asks how well a density on the same features detects
-    what G's does not.
+    It is Ren et al. (2019)'s background model for the likelihood ratio
+    log p_G(F) − log p_bg(F), fitted on the joint F = [F_A, F_B]: the ratio should cancel what
+    both models explain, the first and second moments of the features, and keep what only G
+    models (the non-Gaussian dependence a corruption might break); a Gaussian is the simplest
+    model with exactly those statistics. G's own prior N(0, I) on z = G(F), the other natural
+    background, leaves only log|det ∂G/∂F| in the ratio, G's local volume change, which says
+    nothing about F's statistics. Fitted on each modality's tokens alone as well, it gives every
+    method two detectors on its own features: the NLL of the modality under test and its
+    conditional NLL given the other one, −log p(F_B | F_A) = −log p(F) + log p(F_A) (the
+    Gaussian counterpart of the flow's cross-modal scores).
     """
 
     mean: np.ndarray
@@ -301,37 +302,42 @@ class Background(NamedTuple):
     log_det_cov: float
 
     @classmethod
-    def fit(cls, a: np.ndarray, b: np.ndarray) -> Background:
-        f = _flat(a, b)
+    def fit(cls, *tokens: np.ndarray) -> Gaussian:
+        """Of the token arrays `[n, T, D]`, concatenated along the tokens and flattened."""
+        f = _flat(*tokens)
         if f.shape[1] > MAX_FULL_COVARIANCE_DIMS:
             var = np.maximum(f.var(0), 1e-12)  # A constant channel.
             return cls(f.mean(0), 1.0 / var, float(np.sum(np.log(var))))
         cov, _ = ledoit_wolf(f)
         return cls(f.mean(0), np.linalg.inv(cov), float(np.linalg.slogdet(cov)[1]))
 
-    def log_prob(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
-        """`[B]` log p_bg(F) in nats."""
-        f = _flat(a, b) - self.mean
+    def log_prob(self, *tokens: np.ndarray) -> np.ndarray:
+        """`[B]` log-density in nats."""
+        f = _flat(*tokens) - self.mean
         maha = (np.sum(f * f * self.precision, -1) if self.precision.ndim == 1
                 else np.einsum("bi,ij,bj->b", f, self.precision, f))
         return -0.5 * (maha + self.log_det_cov + f.shape[1] * np.log(2 * np.pi))
 
 
-def _flat(a, b) -> np.ndarray:
-    return np.concatenate([a, b], axis=1).astype(np.float64).reshape(len(a), -1)
+def _flat(*tokens) -> np.ndarray:
+    return np.concatenate(tokens, axis=1).astype(np.float64).reshape(len(tokens[0]), -1)
 
 
 def _detector_scores(out: dict, clean: dict, side: str, typical_nll: float | None,
-                     background: Background) -> dict[str, np.ndarray]:
+                     gaussians: dict[str, Gaussian]) -> dict[str, np.ndarray]:
     """Per example, higher = more likely corrupted, for modality `side` ('a' | 'b') under
-    test; `clean` holds the flow's imputation of that modality from the other, clean one."""
-    scores = {"gaussian_nll": -background.log_prob(out["a"], out["b"])}
+    test; `clean` holds the flow's imputation of that modality from the other, clean one;
+    `gaussians`: the `Gaussian` of the features 'ab', 'a' and 'b'."""
+    other = "b" if side == "a" else "a"
+    log_p = gaussians["ab"].log_prob(out["a"], out["b"])
+    scores = {"gaussian_nll": -gaussians[side].log_prob(out[side]),
+              "gaussian_conditional_nll": gaussians[other].log_prob(out[other]) - log_p}
     if "msp" in out:
         scores["max_softmax"] = -out["msp"]
     if "ll" in out:
         scores["nll"] = -out["ll"]
         scores["typicality"] = np.abs(-out["ll"] - typical_nll)  # Two-sided.
-        scores["likelihood_ratio"] = background.log_prob(out["a"], out["b"]) - out["ll"]
+        scores["likelihood_ratio"] = log_p - out["ll"]
         scores["cross_modal_distance"] = np.mean((out[side] - clean[f"{side}_hat"]) ** 2, (1, 2))
         scores["conditional_nll"] = clean[f"ll_{side}_hat"] - out["ll"]
     return scores
@@ -363,7 +369,8 @@ def evaluate(predictor, *, config: ml_collections.ConfigDict | None = None,
     token_mean = {"a": train_out["a"].mean(0, keepdims=True),
                   "b": train_out["b"].mean(0, keepdims=True)}
     typical_nll = float(np.mean(-train_out["ll"])) if "ll" in train_out else None
-    background = Background.fit(train_out["a"], train_out["b"])
+    gaussians = {"ab": Gaussian.fit(train_out["a"], train_out["b"]),
+                 "a": Gaussian.fit(train_out["a"]), "b": Gaussian.fit(train_out["b"])}
 
     levels = np.linspace(0.0, 1.0, int(settings_.num_levels))
     result: dict[str, Any] = {
@@ -420,7 +427,7 @@ def evaluate(predictor, *, config: ml_collections.ConfigDict | None = None,
     for index, m in enumerate(modalities):
         kind, side = corruptions.input_kind(info, m), "ab"[index]
         clean_scores = _detector_scores(clean["test"], clean["test"], side, typical_nll,
-                                        background)
+                                        gaussians)
         result["corruptions"][m] = {}
         for c_index, name in enumerate(corruptions.KINDS[kind]):
             curve, msp, aurocs = [], [], {d: [] for d in clean_scores}
@@ -438,7 +445,7 @@ def evaluate(predictor, *, config: ml_collections.ConfigDict | None = None,
                 curve.append(_metric(evaluator, out["prediction"], test))
                 msp.append(float(np.mean(out["msp"])))
                 for d, s in _detector_scores(out, clean["test"], side, typical_nll,
-                                                 background).items():
+                                                 gaussians).items():
                     aurocs[d].append(auroc(clean_scores[d], s))
             result["corruptions"][m][name] = {
                 "metric": curve, "max_softmax": msp, "auroc": aurocs,

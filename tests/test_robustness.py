@@ -39,7 +39,7 @@ def test_max_softmax_per_task():
                                rtol=1e-6)
 
 
-def test_background_is_the_ledoit_wolf_gaussian_of_the_features(monkeypatch):
+def test_gaussian_is_the_ledoit_wolf_fit_of_the_features(monkeypatch):
     from scipy.stats import multivariate_normal, norm
     from sklearn.covariance import LedoitWolf
 
@@ -52,10 +52,10 @@ def test_background_is_the_ledoit_wolf_gaussian_of_the_features(monkeypatch):
     np.testing.assert_allclose(cov, reference.covariance_, rtol=1e-9, atol=1e-12)
     x_a, x_b = rng.normal(size=(4, 2, 3)), rng.normal(size=(4, 1, 3))
     x = np.concatenate([x_a, x_b], 1).reshape(4, -1)
-    np.testing.assert_allclose(robustness.Background.fit(a, b).log_prob(x_a, x_b),
+    np.testing.assert_allclose(robustness.Gaussian.fit(a, b).log_prob(x_a, x_b),
                                multivariate_normal(f.mean(0), cov).logpdf(x), rtol=1e-9)
     # Above the limit: the diagonal maximum-likelihood Gaussian.
     monkeypatch.setattr(robustness, "MAX_FULL_COVARIANCE_DIMS", 4)
-    diagonal = robustness.Background.fit(a, b).log_prob(x_a, x_b)
+    diagonal = robustness.Gaussian.fit(a, b).log_prob(x_a, x_b)
     np.testing.assert_allclose(diagonal, norm.logpdf(x, f.mean(0), f.std(0)).sum(-1),
                                rtol=1e-9)
