@@ -500,18 +500,21 @@ def plot_curves(results: dict[str, dict], modality_index: int, path: str) -> Non
     first = next(iter(results.values()))
     m = first["modalities"][modality_index]
     names = list(first["corruptions"][m])
-    fig, axes = plt.subplots(1, len(names), figsize=(4 * len(names), 3.4), squeeze=False)
+    # 20 distinct colours (the default cycle repeats after 10), the legend beside the panels.
+    colors = plt.get_cmap("tab20" if len(results) > 10 else "tab10").colors
+    fig, axes = plt.subplots(1, len(names), figsize=(4 * len(names) + 1.5, 3.6), squeeze=False)
     for ax, name in zip(axes[0], names, strict=True):
-        for label, r in results.items():
+        for i, (label, r) in enumerate(results.items()):
             mod = r["modalities"][modality_index]
             entry = r["corruptions"][mod][name]
-            line, = ax.plot(r["levels"], entry["metric"], marker=".", label=label)
-            ax.plot([1.05], [r["missing"][mod]["best_test"]], "o", color=line.get_color())
+            color = colors[i % len(colors)]
+            ax.plot(r["levels"], entry["metric"], marker=".", label=label, color=color)
+            ax.plot([1.05], [r["missing"][mod]["best_test"]], "o", color=color)
         ax.set_title(f"{m}: {name}")
         ax.set_xlabel("level p (dot: missing, best strategy)")
         ax.set_ylabel(first["metric"])
         ax.grid(alpha=0.3)
-    axes[0][-1].legend(fontsize=7)
+    axes[0][-1].legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0))
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
