@@ -27,15 +27,17 @@ modality is computed once, so the per-level cost is one forward pass. Robustness
 follow MultiBench: relative robustness is the trapezoid area under the metric-vs-level curve;
 effective robustness is Σ_levels f − (LF + f₀ − LF₀) against a late-fusion run's curve LF.
 
-Everything runs in a few jitted programs: one forward (features, prediction and, for flows,
-log p(F)) serves every level, corruption and modality; the imputation runs on the clean val
-and test splits only.
+Everything runs in a few jitted programs, each compiled once per run (levels and keys are
+traced, every split is cut into chunks of one size): one forward (features, prediction and, for
+flows, log p(F)) serves every level, corruption and modality; one imputation program (both
+directions in one batch) runs on the clean val and test splits only. For MANGO most of the time
+is that program: its XLA compilation and its gradient steps through G.
 """
 
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -45,13 +47,15 @@ from flax import nnx
 
 from mango_jax import data
 from mango_jax.data import corruptions
+from mango_jax.flows.impute import missing_mask
 from mango_jax.metrics import make_evaluator
 from mango_jax.model import fixed_scale
 from mango_jax.train.step import resize_to_label_sizes
 
 VERSION = 1
 STRATEGIES = ("input", "latent_zeros", "latent_mean", "flow")
-FLOW_DETECTORS = ("nll", "typicality", "cross_modal_distance", "conditional_nll")
+FLOW_DETECTORS = ("nll", "typicality", "likelihood_ratio", "cross_modal_distance",
+                  "conditional_nll")
 
 
 def default_config() -> ml_collections.ConfigDict:
@@ -167,10 +171,9 @@ def input_stats(examples: dict[str, np.ndarray], modality: str) -> corruptions.I
 
 
 def _chunks(examples: dict[str, np.ndarray], size: int):
-    """Fixed-size chunks (the last one padded by repetition, so one program serves all) and
-    each chunk's count of real rows."""
+    """Chunks of `size` rows (the last one, or a smaller split, padded by repetition, so one
+    program serves every split) and each chunk's count of real rows."""
     n = len(next(iter(examples.values())))
-    size = min(size, n)
     for start in range(0, n, size):
         idx = np.arange(start, start + size) % n
         yield {k: v[idx] for k, v in examples.items()}, min(size, n - start)
@@ -184,9 +187,9 @@ class _Programs:
     flows, log p(F)), `impute` (flows: each modality's imputation from the other and the
     likelihood at it) and `head` (prediction from given tokens)."""
 
-    def __init__(self, model, task: str, settings):
+    def __init__(self, model, task: str, settings, size: int):
         graphdef, state = nnx.split(model)
-        self.state = state
+        self.state, self.size = state, size
         self.is_flow = hasattr(model.fusion, "impute")
         modalities = model.modalities
 
@@ -202,14 +205,22 @@ class _Programs:
                 out["ll"] = model.fusion.log_likelihood(a, b)
             return out
 
-        def impute(state, a, b, init_a, init_b):
+        def impute(state, a, b, mean_a, mean_b):
+            # Both directions in one batch and one program: rows [a, b̂] then [â, b], each
+            # ascent starting from the scale-fixed train mean of the missing tokens.
             fusion = nnx.merge(graphdef, state).fusion
-            kw = dict(steps=settings.impute_steps, step_size=settings.impute_step_size,
-                      project=fixed_scale)
-            b_hat = fusion.impute(a, jnp.broadcast_to(init_b, b.shape), missing="b", **kw)
-            a_hat = fusion.impute(b, jnp.broadcast_to(init_a, a.shape), missing="a", **kw)
-            return {"a_hat": a_hat, "b_hat": b_hat, "ll_a_hat": fusion.log_likelihood(a_hat, b),
-                    "ll_b_hat": fusion.log_likelihood(a, b_hat)}
+            n, tokens = a.shape[0], (a.shape[1], b.shape[1])
+            start_a, start_b = (jnp.broadcast_to(fixed_scale(v), x.shape)
+                                for v, x in ((mean_a, a), (mean_b, b)))
+            x = jnp.concatenate([jnp.concatenate([a, start_b], 1),
+                                 jnp.concatenate([start_a, b], 1)], 0)
+            missing = jnp.concatenate([missing_mask(n, tokens, "b"),
+                                       missing_mask(n, tokens, "a")], 0)
+            x = fusion.impute(x, missing, steps=settings.impute_steps,
+                              step_size=settings.impute_step_size, project=fixed_scale)
+            ll = fusion.log_likelihood(x[:, :tokens[0]], x[:, tokens[0]:])
+            return {"b_hat": x[:n, tokens[0]:], "a_hat": x[n:, :tokens[0]],
+                    "ll_b_hat": ll[:n], "ll_a_hat": ll[n:]}
 
         def head(state, a, b):
             return nnx.merge(graphdef, state).from_features(a, b).prediction.astype(jnp.float32)
@@ -221,25 +232,25 @@ class _Programs:
         self._head = jax.jit(head)
         self.corrupt = jax.jit(corrupt, static_argnums=0)
 
-    def _map(self, fn, arrays: dict, size: int, keep=None) -> dict[str, np.ndarray]:
+    def _map(self, fn, arrays: dict, keep=None) -> dict[str, np.ndarray]:
         """`fn(state, chunk)` over all rows in fixed-size chunks; host arrays (`keep` keys)."""
         parts = []
-        for chunk, real in _chunks(arrays, size):
+        for chunk, real in _chunks(arrays, self.size):
             out = fn(self.state, chunk)
             parts.append({k: np.asarray(v)[:real] for k, v in out.items()
                           if keep is None or k in keep})
         return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
 
-    def forward(self, examples, size, keep=None):
-        return self._map(self._forward, examples, size, keep)
+    def forward(self, examples, keep=None):
+        return self._map(self._forward, examples, keep)
 
-    def impute(self, a, b, init_a, init_b, size):
-        return self._map(lambda state, c: self._impute(state, c["a"], c["b"], init_a, init_b),
-                         {"a": a, "b": b}, size)
+    def impute(self, a, b, mean_a, mean_b):
+        return self._map(lambda state, c: self._impute(state, c["a"], c["b"], mean_a, mean_b),
+                         {"a": a, "b": b})
 
-    def predict(self, a, b, size) -> np.ndarray:
+    def predict(self, a, b) -> np.ndarray:
         return self._map(lambda state, c: {"p": self._head(state, c["a"], c["b"])},
-                         {"a": a, "b": b}, size)["p"]
+                         {"a": a, "b": b})["p"]
 
 
 def _metric(evaluator, prediction, examples) -> float:
@@ -252,16 +263,81 @@ def _metric(evaluator, prediction, examples) -> float:
     return float(evaluator.finalize(state)[evaluator.metric_names[0]])
 
 
-def _detector_scores(out: dict, clean: dict, side: str,
-                     typical_nll: float | None) -> dict[str, np.ndarray]:
+MAX_FULL_COVARIANCE_DIMS = 4096
+
+
+def ledoit_wolf(x: np.ndarray) -> tuple[np.ndarray, float]:
+    """Ledoit & Wolf (2004)'s shrunk covariance of the rows of `x` [n, p] and its shrinkage:
+    `(1 − s) S + s (tr S / p) I`, with s their consistent estimate of the optimal weight."""
+    n, p = x.shape
+    x = x - x.mean(0)
+    cov = x.T @ x / n
+    mu = np.trace(cov) / p
+    x2 = x ** 2
+    beta = (np.sum(x2.T @ x2) / n - np.sum(cov ** 2)) / (p * n)
+    delta = (np.sum(cov ** 2) - 2 * mu * np.trace(cov) + p * mu ** 2) / p
+    shrinkage = 0.0 if delta == 0 else min(beta, delta) / delta
+    return (1 - shrinkage) * cov + shrinkage * mu * np.eye(p), float(shrinkage)
+
+
+class Gaussian(NamedTuple):
+    """A Gaussian density of feature vectors `[n, p]` fitted on the train split, with the
+    Ledoit-Wolf covariance (more dimensions than mfeat has train examples, so the sample
+    covariance is singular), or diagonal above `MAX_FULL_COVARIANCE_DIMS` dimensions.
+
+    It is Ren et al. (2019)'s background model for the likelihood ratio
+    log p_G(F) − log p_bg(F), fitted on the joint F = [F_A, F_B]: the ratio should cancel what
+    both models explain, the first and second moments of the features, and keep what only G
+    models (the non-Gaussian dependence a corruption might break); a Gaussian is the simplest
+    model with exactly those statistics. G's own prior N(0, I) on z = G(F), the other natural
+    background, leaves only log|det ∂G/∂F| in the ratio, G's local volume change, which says
+    nothing about F's statistics. Fitted on each modality's tokens alone as well, it gives every
+    method two detectors on its own features: the NLL of the modality under test and its
+    conditional NLL given the other one, −log p(F_B | F_A) = −log p(F) + log p(F_A) (the
+    Gaussian counterpart of the flow's cross-modal scores).
+    """
+
+    mean: np.ndarray
+    precision: np.ndarray  # [p, p], or [p] when diagonal.
+    log_det_cov: float
+
+    @classmethod
+    def fit(cls, *tokens: np.ndarray) -> Gaussian:
+        """Of the token arrays `[n, T, D]`, concatenated along the tokens and flattened."""
+        f = _flat(*tokens)
+        if f.shape[1] > MAX_FULL_COVARIANCE_DIMS:
+            var = np.maximum(f.var(0), 1e-12)  # A constant channel.
+            return cls(f.mean(0), 1.0 / var, float(np.sum(np.log(var))))
+        cov, _ = ledoit_wolf(f)
+        return cls(f.mean(0), np.linalg.inv(cov), float(np.linalg.slogdet(cov)[1]))
+
+    def log_prob(self, *tokens: np.ndarray) -> np.ndarray:
+        """`[B]` log-density in nats."""
+        f = _flat(*tokens) - self.mean
+        maha = (np.sum(f * f * self.precision, -1) if self.precision.ndim == 1
+                else np.einsum("bi,ij,bj->b", f, self.precision, f))
+        return -0.5 * (maha + self.log_det_cov + f.shape[1] * np.log(2 * np.pi))
+
+
+def _flat(*tokens) -> np.ndarray:
+    return np.concatenate(tokens, axis=1).astype(np.float64).reshape(len(tokens[0]), -1)
+
+
+def _detector_scores(out: dict, clean: dict, side: str, typical_nll: float | None,
+                     gaussians: dict[str, Gaussian]) -> dict[str, np.ndarray]:
     """Per example, higher = more likely corrupted, for modality `side` ('a' | 'b') under
-    test; `clean` holds the flow's imputation of that modality from the other, clean one."""
-    scores = {}
+    test; `clean` holds the flow's imputation of that modality from the other, clean one;
+    `gaussians`: the `Gaussian` of the features 'ab', 'a' and 'b'."""
+    other = "b" if side == "a" else "a"
+    log_p = gaussians["ab"].log_prob(out["a"], out["b"])
+    scores = {"gaussian_nll": -gaussians[side].log_prob(out[side]),
+              "gaussian_conditional_nll": gaussians[other].log_prob(out[other]) - log_p}
     if "msp" in out:
         scores["max_softmax"] = -out["msp"]
     if "ll" in out:
         scores["nll"] = -out["ll"]
-        scores["typicality"] = np.abs(-out["ll"] - typical_nll)
+        scores["typicality"] = np.abs(-out["ll"] - typical_nll)  # Two-sided.
+        scores["likelihood_ratio"] = log_p - out["ll"]
         scores["cross_modal_distance"] = np.mean((out[side] - clean[f"{side}_hat"]) ** 2, (1, 2))
         scores["conditional_nll"] = clean[f"ll_{side}_hat"] - out["ll"]
     return scores
@@ -280,20 +356,21 @@ def evaluate(predictor, *, config: ml_collections.ConfigDict | None = None,
     evaluator = make_evaluator(info.task, num_classes=info.num_classes,
                                ignore_index=info.ignore_index)
     metric_name = evaluator.metric_names[0]
-    programs = _Programs(model, info.task, settings_)
-    size = int(settings_.batch_size)
     train = load_split(data_config, "train", limit=int(settings_.stats_examples))
     splits = {s: load_split(data_config, s) for s in ("val", "test")}
+    # One chunk size for every split, so each program compiles once.
+    programs = _Programs(model, info.task, settings_,
+                         min(int(settings_.batch_size), len(splits["test"]["label"])))
     stats = {m: input_stats(train, m) for m in modalities
              if info.modality_kinds[m] != "tokens"}
 
     # Train-split token means (latent filling, imputation start) and typical NLL.
-    train_out = programs.forward(train, size, keep=("a", "b", "ll"))
+    train_out = programs.forward(train, keep=("a", "b", "ll"))
     token_mean = {"a": train_out["a"].mean(0, keepdims=True),
                   "b": train_out["b"].mean(0, keepdims=True)}
     typical_nll = float(np.mean(-train_out["ll"])) if "ll" in train_out else None
-    init_a = np.asarray(fixed_scale(jnp.asarray(token_mean["a"])))
-    init_b = np.asarray(fixed_scale(jnp.asarray(token_mean["b"])))
+    gaussians = {"ab": Gaussian.fit(train_out["a"], train_out["b"]),
+                 "a": Gaussian.fit(train_out["a"]), "b": Gaussian.fit(train_out["b"])}
 
     levels = np.linspace(0.0, 1.0, int(settings_.num_levels))
     result: dict[str, Any] = {
@@ -306,10 +383,10 @@ def evaluate(predictor, *, config: ml_collections.ConfigDict | None = None,
 
     clean = {}
     for split, examples in splits.items():
-        clean[split] = programs.forward(examples, size)
+        clean[split] = programs.forward(examples)
         if programs.is_flow:
-            clean[split].update(programs.impute(clean[split]["a"], clean[split]["b"], init_a,
-                                                init_b, size))
+            clean[split].update(programs.impute(clean[split]["a"], clean[split]["b"],
+                                                token_mean["a"], token_mean["b"]))
         result["clean"][split] = _metric(evaluator, clean[split]["prediction"], examples)
 
     # Missing modalities.
@@ -330,14 +407,14 @@ def evaluate(predictor, *, config: ml_collections.ConfigDict | None = None,
                         filled[m] = np.zeros_like(examples[m])
                         if f"{m}_mask" in filled:
                             filled[f"{m}_mask"] = np.zeros_like(filled[f"{m}_mask"])
-                    pred = programs.forward(filled, size, keep=("prediction",))["prediction"]
+                    pred = programs.forward(filled, keep=("prediction",))["prediction"]
                 else:
                     fill = {"latent_zeros": np.zeros_like(out[side]),
                             "latent_mean": np.broadcast_to(token_mean[side],
                                                            out[side].shape).copy(),
                             "flow": out.get(f"{side}_hat")}[strategy]
                     a, b = (fill, out["b"]) if side == "a" else (out["a"], fill)
-                    pred = programs.predict(a, b, size)
+                    pred = programs.predict(a, b)
                 scores[split] = _metric(evaluator, pred, examples)
             per_strategy[strategy] = scores
         best = max(per_strategy, key=lambda s: per_strategy[s]["val"])
@@ -349,7 +426,8 @@ def evaluate(predictor, *, config: ml_collections.ConfigDict | None = None,
     key = jax.random.key(int(settings_.seed))
     for index, m in enumerate(modalities):
         kind, side = corruptions.input_kind(info, m), "ab"[index]
-        clean_scores = _detector_scores(clean["test"], clean["test"], side, typical_nll)
+        clean_scores = _detector_scores(clean["test"], clean["test"], side, typical_nll,
+                                        gaussians)
         result["corruptions"][m] = {}
         for c_index, name in enumerate(corruptions.KINDS[kind]):
             curve, msp, aurocs = [], [], {d: [] for d in clean_scores}
@@ -363,10 +441,11 @@ def evaluate(predictor, *, config: ml_collections.ConfigDict | None = None,
                 corrupted = {**test, m: np.asarray(x)}
                 if mask is not None:
                     corrupted[f"{m}_mask"] = np.asarray(mask)
-                out = programs.forward(corrupted, size, keep=("prediction", "msp", "ll", side))
+                out = programs.forward(corrupted, keep=("prediction", "msp", "ll", "a", "b"))
                 curve.append(_metric(evaluator, out["prediction"], test))
                 msp.append(float(np.mean(out["msp"])))
-                for d, s in _detector_scores(out, clean["test"], side, typical_nll).items():
+                for d, s in _detector_scores(out, clean["test"], side, typical_nll,
+                                                 gaussians).items():
                     aurocs[d].append(auroc(clean_scores[d], s))
             result["corruptions"][m][name] = {
                 "metric": curve, "max_softmax": msp, "auroc": aurocs,
@@ -421,18 +500,21 @@ def plot_curves(results: dict[str, dict], modality_index: int, path: str) -> Non
     first = next(iter(results.values()))
     m = first["modalities"][modality_index]
     names = list(first["corruptions"][m])
-    fig, axes = plt.subplots(1, len(names), figsize=(4 * len(names), 3.4), squeeze=False)
+    # 20 distinct colours (the default cycle repeats after 10), the legend beside the panels.
+    colors = plt.get_cmap("tab20" if len(results) > 10 else "tab10").colors
+    fig, axes = plt.subplots(1, len(names), figsize=(4 * len(names) + 1.5, 3.6), squeeze=False)
     for ax, name in zip(axes[0], names, strict=True):
-        for label, r in results.items():
+        for i, (label, r) in enumerate(results.items()):
             mod = r["modalities"][modality_index]
             entry = r["corruptions"][mod][name]
-            line, = ax.plot(r["levels"], entry["metric"], marker=".", label=label)
-            ax.plot([1.05], [r["missing"][mod]["best_test"]], "o", color=line.get_color())
+            color = colors[i % len(colors)]
+            ax.plot(r["levels"], entry["metric"], marker=".", label=label, color=color)
+            ax.plot([1.05], [r["missing"][mod]["best_test"]], "o", color=color)
         ax.set_title(f"{m}: {name}")
         ax.set_xlabel("level p (dot: missing, best strategy)")
         ax.set_ylabel(first["metric"])
         ax.grid(alpha=0.3)
-    axes[0][-1].legend(fontsize=7)
+    axes[0][-1].legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0))
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
@@ -451,7 +533,8 @@ def table(results: dict[str, dict]) -> tuple[list[str], list[list[str]], dict]:
     head += ["rel. rob.", "rel. (norm.)", "eff. rob.", "eff. (norm.)"]
     for m in mods:
         name = next(iter(first["corruptions"][m]))
-        head += [f"AUROC {m}/{name} p=1: max-softmax", f"AUROC {m}/{name} p=1: best flow"]
+        head += [f"AUROC {m}/{name} p=1: {d}" for d in ("max-softmax", "gaussian_nll",
+                                                          "best flow")]
 
     def f(v, digits=4):
         return "–" if v is None else f"{v:.{digits}f}"
@@ -468,7 +551,7 @@ def table(results: dict[str, dict]) -> tuple[list[str], list[list[str]], dict]:
             entry = next(iter(r["corruptions"][m].values()))["auroc"]
             flow = {d: v[-1] for d, v in entry.items() if d in FLOW_DETECTORS}
             best = max(flow, key=flow.get) if flow else None
-            row += [f(entry["max_softmax"][-1], 3),
+            row += [f(entry["max_softmax"][-1], 3), f(entry["gaussian_nll"][-1], 3),
                     f"{best} {f(flow[best], 3)}" if best else "–"]
         rows.append(row)
     return head, rows, {"relative_robustness": rel_n, "effective_robustness": eff_n}

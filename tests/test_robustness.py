@@ -37,3 +37,25 @@ def test_max_softmax_per_task():
     grid = jnp.broadcast_to(logits[:, None, None], (2, 3, 4, 3))
     np.testing.assert_allclose(robustness.max_softmax("segmentation", grid), p.max(-1),
                                rtol=1e-6)
+
+
+def test_gaussian_is_the_ledoit_wolf_fit_of_the_features(monkeypatch):
+    from scipy.stats import multivariate_normal, norm
+    from sklearn.covariance import LedoitWolf
+
+    rng = np.random.default_rng(1)
+    a, b = rng.normal(2.0, 3.0, (40, 2, 3)), rng.normal(-1.0, 0.5, (40, 1, 3))
+    f = np.concatenate([a, b], 1).reshape(40, -1)
+    reference = LedoitWolf().fit(f)
+    cov, shrinkage = robustness.ledoit_wolf(f)
+    assert shrinkage == pytest.approx(reference.shrinkage_, rel=1e-9)
+    np.testing.assert_allclose(cov, reference.covariance_, rtol=1e-9, atol=1e-12)
+    x_a, x_b = rng.normal(size=(4, 2, 3)), rng.normal(size=(4, 1, 3))
+    x = np.concatenate([x_a, x_b], 1).reshape(4, -1)
+    np.testing.assert_allclose(robustness.Gaussian.fit(a, b).log_prob(x_a, x_b),
+                               multivariate_normal(f.mean(0), cov).logpdf(x), rtol=1e-9)
+    # Above the limit: the diagonal maximum-likelihood Gaussian.
+    monkeypatch.setattr(robustness, "MAX_FULL_COVARIANCE_DIMS", 4)
+    diagonal = robustness.Gaussian.fit(a, b).log_prob(x_a, x_b)
+    np.testing.assert_allclose(diagonal, norm.logpdf(x, f.mean(0), f.std(0)).sum(-1),
+                               rtol=1e-9)

@@ -88,14 +88,15 @@ class MangoFusion(FusionModule):
         """`[B]` log p(F) in nats of the features F = [a, b] under G and its Gaussian prior."""
         return flows.log_likelihood(*self.flow(jnp.concatenate([a, b], axis=1)))
 
-    def impute(self, known, init, *, missing: str, steps: int, step_size: float,
+    def impute(self, features, missing, *, steps: int, step_size: float,
                project=None) -> jax.Array:
-        """The missing modality's tokens `argmax log p(F_A, F_B)` with the other one `known`,
-        by gradient ascent from `init` (`mango_jax.flows.impute.conditional_mode`); the
-        model passes `project=fixed_scale` to keep them scale-fixed."""
-        return conditional_mode(lambda x: flows.log_likelihood(*self.flow(x)), known, init,
-                                missing=missing, steps=steps, step_size=step_size,
-                                project=project)
+        """`F = [a, b]: [B, M + K, D]` with its `missing` tokens (`[B, M + K]` bool, e.g.
+        `mango_jax.flows.impute.missing_mask`) set to `argmax log p(F)` given the others, by
+        gradient ascent from their values in `features`
+        (`mango_jax.flows.impute.conditional_mode`); pass `project=fixed_scale` to keep them
+        scale-fixed."""
+        return conditional_mode(lambda x: flows.log_likelihood(*self.flow(x)), features,
+                                missing, steps=steps, step_size=step_size, project=project)
 
     def needs_data_init(self) -> bool:
         return self.has_actnorm
