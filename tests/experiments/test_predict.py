@@ -53,9 +53,14 @@ def run(args, devices=None):
     return out
 
 
+USES_MANGO_RUN = pytest.mark.xdist_group("predict_mango_run")
+
+
 @pytest.fixture(scope="module")
 def mango_run(tmp_path_factory):
-    """Multi-class images + vectors, MANGO, trained on the suite's 8 devices by the command."""
+    """Multi-class images + vectors, MANGO, trained on the suite's 8 devices by the command.
+    Its tests are one xdist group (`make test` runs `--dist loadgroup`), so one worker trains
+    it for all of them."""
     root = tmp_path_factory.mktemp("paired_mango")
     written = fx.write_multiclass(str(root / "raw"))
     paired.SPEC.prepare(data_dir=str(root / "data"), manual_dir=str(root / "raw"), name="pairs")
@@ -66,6 +71,7 @@ def mango_run(tmp_path_factory):
     return root, written, workdir
 
 
+@USES_MANGO_RUN
 def test_predictions_reproduce_the_reported_accuracy_on_one_device(mango_run):
     root, written, workdir = mango_run
     assert jax.device_count() == 8  # trained on 8 devices; predicted below on 1
@@ -97,6 +103,7 @@ def test_predictions_reproduce_the_reported_accuracy_on_one_device(mango_run):
     assert np.mean(-ll) / (dims * math.log(2.0)) == pytest.approx(reported, rel=1e-4)
 
 
+@USES_MANGO_RUN
 def test_best_checkpoint_is_the_best_validated_step(mango_run):
     _, _, workdir = mango_run
     val = {r["step"]: r["accuracy"] for r in read_metrics(workdir) if r["split"] == "val"}
@@ -106,6 +113,7 @@ def test_best_checkpoint_is_the_best_validated_step(mango_run):
     assert mango_jax.load(workdir, checkpoint="latest").step == 6
 
 
+@USES_MANGO_RUN
 def test_a_predict_manifest_needs_no_labels_and_rejects_unseen_classes(mango_run, tmp_path):
     root, written, workdir = mango_run
     raw = root / "raw"
