@@ -14,6 +14,9 @@ _given = os.environ.get("XLA_FLAGS", "")
 os.environ["XLA_FLAGS"] = " ".join(
     [_given] * bool(_given) + [f"{k}={v}" for k, v in _FLAGS.items() if k not in _given])
 
+import fcntl  # noqa: E402
+import shutil  # noqa: E402
+
 import pytest  # noqa: E402
 
 from mango_jax import data  # noqa: E402
@@ -27,3 +30,26 @@ def mfeat_data_dir(tmp_path_factory):
     config.data_dir = str(root)
     data.ensure_prepared(config)
     return str(root)
+
+
+@pytest.fixture(scope="session")
+def shared_between_workers(tmp_path_factory, worker_id):
+    """`get(name, build) -> folder`: `build(folder)` runs once for all xdist workers of this
+    session (the others wait on a file lock and reuse its folder), so a costly module fixture,
+    such as a trained run, is not built again by every worker that runs one of its tests."""
+    root = tmp_path_factory.getbasetemp()
+    if worker_id != "master":
+        root = root.parent  # the session's folder, which holds every worker's basetemp
+
+    def get(name: str, build):
+        folder = root / name
+        with open(root / f"{name}.lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            if not (folder / ".done").exists():
+                shutil.rmtree(folder, ignore_errors=True)
+                folder.mkdir()
+                build(folder)
+                (folder / ".done").touch()
+        return folder
+
+    return get

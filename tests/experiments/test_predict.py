@@ -9,6 +9,7 @@ import csv
 import json
 import math
 import os
+import pickle
 import subprocess
 import sys
 from pathlib import Path
@@ -53,31 +54,30 @@ def run(args, devices=None):
     return out
 
 
-USES_MANGO_RUN = pytest.mark.xdist_group("predict_mango_run")
-
-
 @pytest.fixture(scope="module")
-def mango_run(tmp_path_factory):
-    """Multi-class images + vectors, MANGO, trained on the suite's 8 devices by the command.
-    Its tests are one xdist group (`make test` runs `--dist loadgroup`), so one worker trains
-    it for all of them."""
-    root = tmp_path_factory.mktemp("paired_mango")
-    written = fx.write_multiclass(str(root / "raw"))
-    paired.SPEC.prepare(data_dir=str(root / "data"), manual_dir=str(root / "raw"), name="pairs")
-    workdir = str(root / "run")
-    run(["experiments.main",
-         f"--config=experiments/paired.py:name=pairs,data_dir={root / 'data'},runlocal",
-         "--config.eval_batch_size=8", f"--workdir={workdir}"])  # one unpadded test batch
-    return root, written, workdir
+def mango_run(shared_between_workers):
+    """Multi-class images + vectors, MANGO, trained on the suite's 8 devices by the command
+    (once for every test process)."""
+    def train(root):
+        with open(root / "written.pkl", "wb") as f:
+            pickle.dump(fx.write_multiclass(str(root / "raw")), f)
+        paired.SPEC.prepare(data_dir=str(root / "data"), manual_dir=str(root / "raw"),
+                            name="pairs")
+        run(["experiments.main",
+             f"--config=experiments/paired.py:name=pairs,data_dir={root / 'data'},runlocal",
+             "--config.eval_batch_size=8", f"--workdir={root / 'run'}"])  # one unpadded batch
+
+    root = shared_between_workers("paired_mango", train)
+    with open(root / "written.pkl", "rb") as f:
+        return root, pickle.load(f), str(root / "run")
 
 
-@USES_MANGO_RUN
-def test_predictions_reproduce_the_reported_accuracy_on_one_device(mango_run):
+def test_predictions_reproduce_the_reported_accuracy_on_one_device(mango_run, tmp_path):
     root, written, workdir = mango_run
     assert jax.device_count() == 8  # trained on 8 devices; predicted below on 1
     run(["experiments.predict", f"--workdir={workdir}", f"--manual_dir={root / 'raw'}",
-         "--split=test", f"--out={root / 'pred'}", "--checkpoint=latest"], devices=1)
-    rows = read_csv(root / "pred" / "predictions.csv")
+         "--split=test", f"--out={tmp_path / 'pred'}", "--checkpoint=latest"], devices=1)
+    rows = read_csv(tmp_path / "pred" / "predictions.csv")
     test = [i for i, s in enumerate(written["split"]) if s == "test"]
     assert [int(r["row"]) for r in rows] == test and {r["split"] for r in rows} == {"test"}
     assert list(rows[0]) == ["row", "split", "prediction"] + [f"p_{c}" for c in fx.CLASSES]
@@ -103,7 +103,6 @@ def test_predictions_reproduce_the_reported_accuracy_on_one_device(mango_run):
     assert np.mean(-ll) / (dims * math.log(2.0)) == pytest.approx(reported, rel=1e-4)
 
 
-@USES_MANGO_RUN
 def test_best_checkpoint_is_the_best_validated_step(mango_run):
     _, _, workdir = mango_run
     val = {r["step"]: r["accuracy"] for r in read_metrics(workdir) if r["split"] == "val"}
@@ -113,7 +112,6 @@ def test_best_checkpoint_is_the_best_validated_step(mango_run):
     assert mango_jax.load(workdir, checkpoint="latest").step == 6
 
 
-@USES_MANGO_RUN
 def test_a_predict_manifest_needs_no_labels_and_rejects_unseen_classes(mango_run, tmp_path):
     root, written, workdir = mango_run
     raw = root / "raw"
