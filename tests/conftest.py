@@ -3,8 +3,8 @@
 The XLA flags are set here, before anything imports JAX, so `pytest` run directly sees the
 same 8 devices as `make test` (the subprocesses the tests start inherit them). The suite
 compiles hundreds of small programs and runs each a few times, so XLA:CPU's LLVM optimisation
-(`--xla_backend_optimization_level=0`) is left out: it took a third of the compile time of a
-training step and bought nothing at these sizes. A flag given in XLA_FLAGS by the caller wins.
+(`--xla_backend_optimization_level=0`) is left out: it is a large part of every compilation
+and buys nothing at these sizes. A flag given in XLA_FLAGS by the caller wins.
 """
 
 import os
@@ -12,7 +12,7 @@ import os
 _FLAGS = {"--xla_force_host_platform_device_count": "8", "--xla_backend_optimization_level": "0"}
 _given = os.environ.get("XLA_FLAGS", "")
 os.environ["XLA_FLAGS"] = " ".join(
-    [_given] * bool(_given) + [f"{k}={v}" for k, v in _FLAGS.items() if k not in _given])
+    filter(None, [_given, *(f"{k}={v}" for k, v in _FLAGS.items() if k not in _given)]))
 
 import fcntl  # noqa: E402
 import shutil  # noqa: E402
