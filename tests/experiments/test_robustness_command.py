@@ -9,9 +9,9 @@ import os
 import pytest
 from absl import flags
 
-from experiments import mfeat
+from experiments import mfeat, robustness_mfeat
 from experiments import robustness as command
-from mango_jax import robustness
+from mango_jax import fusion, robustness
 from mango_jax.train import loop
 
 
@@ -75,3 +75,28 @@ def test_command_writes_every_promised_file(runs, mfeat_data_dir, tmp_path):
                                               os.path.normpath(runs["late"])}
     assert "## Robustness to corrupted and missing modalities (pix + fou)" in (
         tmp_path / "report" / "report.md").read_text()
+
+
+def test_the_worked_example_runs_every_registered_method():
+    """`python -m experiments.robustness_mfeat` trains one run per fusion method of the
+    registry (the unimodal model once per view) and the modality-dropout runs; every run's
+    `--config=` parses and its `--config.*` overrides name fields the config has."""
+    runs = robustness_mfeat.runs()
+    methods = {}
+    for name, args in runs.items():
+        (arg,) = [a[len("--config="):] for a in args if a.startswith("--config=")]
+        config = mfeat.get_config(arg.split(":", 1)[1])
+        for override in (a[len("--config."):] for a in args if a.startswith("--config.")):
+            path, value = override.split("=")
+            *parents, leaf = path.split(".")
+            node = config
+            for part in parents:
+                node = node[part]
+            assert leaf in node, (name, override)
+            node[leaf] = type(node[leaf])(value)
+        methods[name] = config
+    assert {c.model.fusion.name for c in methods.values()} == set(fusion.NAMES)
+    assert [methods[n].model.fusion.modality for n in ("uni_a", "uni_b")] == ["a", "b"]
+    assert methods["mango_mdrop"].model.modality_dropout == robustness_mfeat.MODALITY_DROPOUT
+    assert methods["late_mdrop"].model.fusion.name == "late"
+    assert methods["mango"].model.modality_dropout == 0.0
