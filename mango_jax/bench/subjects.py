@@ -276,8 +276,7 @@ class Subject:
     """One model with its optimiser state, ready to compile and time.
 
     The train step is the project's (`mango_jax.train.step.make_train_step`: split/merge in one
-    `jax.jit`, state donated), so the bench measures what training runs, bar the optimiser's
-    flattening (below).
+    `jax.jit`, state donated), so the bench measures what training runs.
     """
 
     def __init__(self, model_config, info: DatasetInfo, modalities, optimizer_config, *,
@@ -289,10 +288,6 @@ class Subject:
         self.tokens = model_lib.token_counts(model_config, info, self.modalities)
         self.dim = int(model_config.dim)
         self.has_flow = hasattr(model.fusion, "flow")
-        # Unflattened, unlike training on one device (`make_optimizer(flatten=...)`): XLA's cost
-        # analysis counts the flattened update's concatenate/slice fusions as hundreds of MFLOP
-        # (867 against 15 for MANGO at experiments/mfeat.py's size), which would spoil every
-        # FLOP/s figure here.
         tx, schedule = optim.make_optimizer(optimizer_config, total_steps=10_000)
         self.graphdef, state = nnx.split((model, nnx.Optimizer(model, tx, wrt=nnx.Param)))
         self.mesh = one_device_mesh()

@@ -143,8 +143,7 @@ class Trainer:
             self.first_batch = global_batch(next(self.train_iter), self.batch_sharding)
             model.data_init(self.first_batch)
         tx, schedule = make_optimizer(config.optimizer, self.steps, model, pretrained=[
-            m for m, path in config.model.encoder.pretrained.items() if path],
-            flatten=config.mesh.fsdp == 1)
+            m for m, path in config.model.encoder.pretrained.items() if path])
         optimizer = nnx.Optimizer(model, tx, wrt=nnx.Param)
         self.graphdef, state = nnx.split((model, optimizer))
         self.state_sharding = state_shardings(self.mesh, state)

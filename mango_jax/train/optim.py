@@ -119,17 +119,10 @@ def parameter_groups(config, params, pretrained_roots=()) -> dict[tuple, tuple]:
     return groups
 
 
-def make_optimizer(config, total_steps: int, model=None, *, pretrained=(),
-                   flatten: bool = False) -> tuple[optax.GradientTransformation, optax.Schedule]:
+def make_optimizer(config, total_steps: int, model=None, *, pretrained=()) -> tuple[
+        optax.GradientTransformation, optax.Schedule]:
     """AdamW over `model`'s `nnx.Param`s; `pretrained`: the modalities whose encoders were
-    loaded from a checkpoint (the scope 'pretrained' of `freeze` and `decay_exclusions`).
-
-    `flatten`: where every parameter has the same settings, clip and update one concatenated
-    vector (`optax.flatten`; same values). The update then costs a few operations instead of a
-    few per parameter array, which is most of it for models of many small arrays (MANGO's G at
-    experiments/mfeat.py's size: 31 → 13 ms for its 388 arrays on 2 CPU cores). Only where the
-    parameters are not split over devices (mesh.fsdp = 1): one vector cannot be split like them.
-    """
+    loaded from a checkpoint (the scope 'pretrained' of `freeze` and `decay_exclusions`)."""
     schedule = learning_rate_schedule(config, total_steps)
     adamw = dict(b1=config.b1, b2=config.b2, eps=config.eps)
     plain = optax.adamw(schedule, weight_decay=config.weight_decay, **adamw)
@@ -145,8 +138,7 @@ def make_optimizer(config, total_steps: int, model=None, *, pretrained=(),
         raise ValueError("optimizer.freeze / layer_decay / decay_exclusions need the model")
     clip = [optax.clip_by_global_norm(config.grad_clip_norm)] if config.grad_clip_norm else []
     if all(g == (1.0, True, False) for g in groups.values()):
-        tx = optax.chain(*clip, plain)
-        return (optax.flatten(tx) if flatten else tx), schedule
+        return optax.chain(*clip, plain), schedule
 
     def label(group):
         scale, decay, frozen = group
