@@ -60,8 +60,6 @@ _SWEEP_BLOCKS = flags.DEFINE_integer("sweep_blocks", None, "Flow blocks / transf
 _REFERENCES = flags.DEFINE_list("references", None, "Fusions measured beside MANGO, each "
                                 "`name` (at G's depth) or `name=params` (at MANGO's parameter "
                                 "count); default: the setting's.")
-_SCAN = flags.DEFINE_bool("scan", None, "Run G's blocks as one lax.scan (flow.scan) in every "
-                          "MANGO program (default: the setting's).")
 _BLOCKS = flags.DEFINE_integer("num_blocks", None, "G's block count (default: setting's); "
                                "fewer blocks make a quick check of the whole command.")
 
@@ -92,8 +90,6 @@ def _spec() -> subjects.Spec:
         spec.references = tuple(subjects.Reference.parse(r) for r in _REFERENCES.value)
     if _BLOCKS.value:
         spec.model.fusion.flow.num_blocks = _BLOCKS.value
-    if _SCAN.value is not None:
-        spec.model.fusion.flow.scan = _SCAN.value
     return spec
 
 
