@@ -8,6 +8,8 @@ Tokens are mixed by a learnable invertible `N × N` matrix in Glow's LU form
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -21,12 +23,6 @@ def _dominant(raw: jax.Array, strict_mask: jax.Array, bound: float) -> jax.Array
     """Off-diagonal entries whose absolute row sums stay below `bound` for any `raw`."""
     masked = jnp.where(strict_mask, raw, 0.0)
     return bound * masked / (1.0 + jnp.sum(jnp.abs(masked), axis=-1, keepdims=True))
-
-
-class Permutation(nnx.Variable):
-    """Fixed permutation indices (int32): state rather than a static attribute, so that blocks
-    differing only in their seeded permutations share one structure and `Sequential` can scan
-    them."""
 
 
 class TokenMixLU(nnx.Module):
@@ -46,8 +42,7 @@ class TokenMixLU(nnx.Module):
         if axis not in (1, 2):
             raise ValueError(f"axis must be 1 (tokens) or 2 (channels) of [B, N, D], got {axis}")
         self.axis = axis
-        self.perm = Permutation(
-            jnp.asarray(np.random.default_rng(seed).permutation(num_tokens), jnp.int32))
+        self.perm = tuple(int(i) for i in np.random.default_rng(seed).permutation(num_tokens))
         self.dominance = dominance
         self.max_log_scale = max_log_scale
         self.lower = nnx.Param(jnp.zeros((num_tokens, num_tokens), param_dtype))
@@ -67,15 +62,14 @@ class TokenMixLU(nnx.Module):
 
     def matrix(self) -> jax.Array:
         """`W: [N, N]`."""
-        return _plu_product(self.perm[...], *self.factors())
+        return _plu_product(self.perm, *self.factors())
 
     def matrices(self) -> tuple[jax.Array, jax.Array]:
         """`(W, W⁻¹)`. `W⁻¹` is built from the factors but differentiated through `W`
         (`_inverse_of_plu`), so a layer that uses both backpropagates once through `L S`."""
         lower, upper = self.factors()
-        perm = self.perm[...]
-        matrix = _plu_product(perm, lower, upper)
-        return matrix, _inverse_of_plu(matrix, lower, upper, perm)
+        matrix = _plu_product(self.perm, lower, upper)
+        return matrix, _inverse_of_plu(self.perm, matrix, lower, upper)
 
     def along_axis(self, matrix: jax.Array, x: jax.Array) -> jax.Array:
         """`matrix · x` along `axis` of `x: [B, N, D]`."""
@@ -103,14 +97,14 @@ def _without_identity(unit: jax.Array) -> jax.Array:
     return unit - jnp.eye(unit.shape[-1], dtype=unit.dtype)
 
 
-def _plu_product(perm: jax.Array, lower, upper):
+def _plu_product(perm: tuple[int, ...], lower, upper):
     """`W = P L S`."""
     product = upper + jnp.matmul(_without_identity(lower), upper, precision=HIGHEST)
-    return product[perm]
+    return product[np.asarray(perm)]
 
 
-@jax.custom_jvp
-def _inverse_of_plu(matrix, lower, upper, perm):
+@functools.partial(jax.custom_jvp, nondiff_argnums=(0,))
+def _inverse_of_plu(perm: tuple[int, ...], matrix, lower, upper):
     """`W⁻¹ = S⁻¹ L⁻¹ Pᵀ` for `matrix = W = P L S`, differentiated as a function of `W` alone.
 
     The value comes from the factors: both triangular inverses in one batched block inversion
@@ -122,12 +116,12 @@ def _inverse_of_plu(matrix, lower, upper, perm):
     inv_upper, inv_lower_t = invert_upper_triangular(jnp.stack([upper, lower.T]))
     inverse = inv_upper + jnp.matmul(inv_upper, _without_identity(inv_lower_t.T),
                                      precision=HIGHEST)
-    return inverse[:, perm]
+    return inverse[:, np.asarray(perm)]
 
 
 @_inverse_of_plu.defjvp
-def _inverse_of_plu_jvp(primals, tangents):
-    inverse = _inverse_of_plu(*primals)
+def _inverse_of_plu_jvp(perm, primals, tangents):
+    inverse = _inverse_of_plu(perm, *primals)
     d_matrix = tangents[0]
     d_inverse = -jnp.matmul(jnp.matmul(inverse, d_matrix, precision=HIGHEST), inverse,
                             precision=HIGHEST)
