@@ -266,17 +266,11 @@ def load(workdir: str, checkpoint: str = "best") -> Predictor:
 
     config, info = read_run(workdir)
     step = checkpoint_step(workdir, config, checkpoint)
-    # An abstract model (nothing initialised or compiled); its parameters come from the
-    # checkpoint, its other state (dropout RNG streams, unused at inference) is fresh.
-    abstract = nnx.eval_shape(lambda: build_model(inference_config(config), info))
-    graphdef, params, rest = nnx.split(abstract, nnx.Param, ...)
+    # Built for real (as the run built it: its `nn.Constant`s, such as LICA's permutations,
+    # come from the config; `nnx.eval_shape` would also be slower at the paper's size); its
+    # parameters then come from the checkpoint, and its dropout RNG streams stay fresh.
     with jax.default_device(jax.devices()[0]):
-        rest = jax.tree.map(_fresh, rest)
+        graphdef, params, rest = nnx.split(build_model(inference_config(config), info),
+                                           nnx.Param, ...)
         model = nnx.merge(graphdef, restore_params(workdir, step, params), rest)
     return Predictor(config, info, model, step)
-
-
-def _fresh(x: jax.ShapeDtypeStruct) -> jax.Array:
-    if jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key):
-        return jax.random.split(jax.random.key(0), x.shape) if x.shape else jax.random.key(0)
-    return jnp.zeros(x.shape, x.dtype)

@@ -8,8 +8,6 @@ Tokens are mixed by a learnable invertible `N × N` matrix in Glow's LU form
 
 from __future__ import annotations
 
-import functools
-
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -17,6 +15,7 @@ from flax import nnx
 
 from mango_jax.flows.base import HIGHEST, InvertibleLayer, invert_upper_triangular
 from mango_jax.flows.ica import ICA
+from mango_jax.nn import Constant
 
 
 def _dominant(raw: jax.Array, strict_mask: jax.Array, bound: float) -> jax.Array:
@@ -42,7 +41,8 @@ class TokenMixLU(nnx.Module):
         if axis not in (1, 2):
             raise ValueError(f"axis must be 1 (tokens) or 2 (channels) of [B, N, D], got {axis}")
         self.axis = axis
-        self.perm = tuple(int(i) for i in np.random.default_rng(seed).permutation(num_tokens))
+        self.perm = Constant(
+            jnp.asarray(np.random.default_rng(seed).permutation(num_tokens), jnp.int32))
         self.dominance = dominance
         self.max_log_scale = max_log_scale
         self.lower = nnx.Param(jnp.zeros((num_tokens, num_tokens), param_dtype))
@@ -62,14 +62,15 @@ class TokenMixLU(nnx.Module):
 
     def matrix(self) -> jax.Array:
         """`W: [N, N]`."""
-        return _plu_product(self.perm, *self.factors())
+        return _plu_product(self.perm[...], *self.factors())
 
     def matrices(self) -> tuple[jax.Array, jax.Array]:
         """`(W, W⁻¹)`. `W⁻¹` is built from the factors but differentiated through `W`
         (`_inverse_of_plu`), so a layer that uses both backpropagates once through `L S`."""
         lower, upper = self.factors()
-        matrix = _plu_product(self.perm, lower, upper)
-        return matrix, _inverse_of_plu(self.perm, matrix, lower, upper)
+        perm = self.perm[...]
+        matrix = _plu_product(perm, lower, upper)
+        return matrix, _inverse_of_plu(matrix, lower, upper, perm)
 
     def along_axis(self, matrix: jax.Array, x: jax.Array) -> jax.Array:
         """`matrix · x` along `axis` of `x: [B, N, D]`."""
@@ -97,14 +98,14 @@ def _without_identity(unit: jax.Array) -> jax.Array:
     return unit - jnp.eye(unit.shape[-1], dtype=unit.dtype)
 
 
-def _plu_product(perm: tuple[int, ...], lower, upper):
+def _plu_product(perm: jax.Array, lower, upper):
     """`W = P L S`."""
     product = upper + jnp.matmul(_without_identity(lower), upper, precision=HIGHEST)
-    return product[np.asarray(perm)]
+    return product[perm]
 
 
-@functools.partial(jax.custom_jvp, nondiff_argnums=(0,))
-def _inverse_of_plu(perm: tuple[int, ...], matrix, lower, upper):
+@jax.custom_jvp
+def _inverse_of_plu(matrix, lower, upper, perm):
     """`W⁻¹ = S⁻¹ L⁻¹ Pᵀ` for `matrix = W = P L S`, differentiated as a function of `W` alone.
 
     The value comes from the factors: both triangular inverses in one batched block inversion
@@ -116,12 +117,12 @@ def _inverse_of_plu(perm: tuple[int, ...], matrix, lower, upper):
     inv_upper, inv_lower_t = invert_upper_triangular(jnp.stack([upper, lower.T]))
     inverse = inv_upper + jnp.matmul(inv_upper, _without_identity(inv_lower_t.T),
                                      precision=HIGHEST)
-    return inverse[:, np.asarray(perm)]
+    return inverse[:, perm]
 
 
 @_inverse_of_plu.defjvp
-def _inverse_of_plu_jvp(perm, primals, tangents):
-    inverse = _inverse_of_plu(perm, *primals)
+def _inverse_of_plu_jvp(primals, tangents):
+    inverse = _inverse_of_plu(*primals)
     d_matrix = tangents[0]
     d_inverse = -jnp.matmul(jnp.matmul(inverse, d_matrix, precision=HIGHEST), inverse,
                             precision=HIGHEST)

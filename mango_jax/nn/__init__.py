@@ -1,5 +1,6 @@
 """Neural-network layers shared across the package (encoders and fusion methods)."""
 
+from mango_jax.nn.constant import Constant
 from mango_jax.nn.transformer import (
     ACTIVATIONS,
     Mlp,
@@ -9,5 +10,5 @@ from mango_jax.nn.transformer import (
     check_heads,
 )
 
-__all__ = ["ACTIVATIONS", "Mlp", "MultiHeadAttention", "TransformerBlock", "activation",
+__all__ = ["ACTIVATIONS", "Constant", "Mlp", "MultiHeadAttention", "TransformerBlock", "activation",
            "check_heads"]

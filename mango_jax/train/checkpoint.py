@@ -1,4 +1,5 @@
 """Checkpoints with orbax: model + optimiser + step + RNG state, and the grain iterator.
+The config's `nn.Constant`s are not saved: the model built to restore into has them.
 
 Saves are asynchronous; `close()` waits for the last one, so a process that exits through
 it never leaves a partial checkpoint behind (orbax writes into a temporary folder and
@@ -31,21 +32,27 @@ from jax.experimental import multihost_utils
 from orbax.checkpoint.checkpoint_managers import preservation_policy as policy
 
 from mango_jax.data.pipeline import TrainIterator
+from mango_jax.nn import Constant
 
 
 def _is_key(x) -> bool:
     return hasattr(x, "dtype") and jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key)
 
 
+def _saved(state: nnx.State) -> dict:
+    """The pure dict of what a checkpoint holds: all but the config's `Constant`s."""
+    return nnx.to_pure_dict(state.filter(nnx.Not(Constant)))
+
+
 def to_saveable(state: nnx.State) -> dict:
     """A pure dict of arrays; typed PRNG keys become their raw `uint32` data."""
-    return jax.tree.map(lambda x: jax.random.key_data(x) if _is_key(x) else x,
-                        nnx.to_pure_dict(state))
+    return jax.tree.map(lambda x: jax.random.key_data(x) if _is_key(x) else x, _saved(state))
 
 
 def from_saveable(target: nnx.State, restored: dict) -> nnx.State:
-    """Puts restored arrays into `target` (a state of the same structure), rewrapping keys."""
-    target_dict = nnx.to_pure_dict(target)
+    """Puts restored arrays into `target` (a state of the same structure), rewrapping keys;
+    its `Constant`s stay as built."""
+    target_dict = _saved(target)
     restored = jax.tree.map(
         lambda t, r: jax.random.wrap_key_data(r, impl=jax.random.key_impl(t)) if _is_key(t)
         else r, target_dict, restored)
@@ -60,7 +67,7 @@ def _abstract(target: nnx.State) -> dict:
         x = jax.random.key_data(x) if _is_key(x) else x
         return jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=getattr(x, "sharding", None))
 
-    return jax.tree.map(spec, nnx.to_pure_dict(target))
+    return jax.tree.map(spec, _saved(target))
 
 
 class CheckpointError(RuntimeError):

@@ -70,10 +70,10 @@ def _flow_grad(block_pattern, tokens, batch, *, remat=False):
     config.update(num_blocks=3, dim=16, num_heads=2, tokens_per_modality=(tokens, tokens),
                   coupling_hidden=32, remat=remat, block_pattern=block_pattern)
     flow = checks.perturb(flows.build(config, rngs=nnx.Rngs(0)), jax.random.key(3))
-    graph, params = nnx.split(flow)
+    graph, params, rest = nnx.split(flow, nnx.Param, ...)
 
     def loss(params, x):
-        z, logdet = nnx.merge(graph, params)(x)
+        z, logdet = nnx.merge(graph, params, rest)(x)
         return jnp.mean(flows.nll_bits_per_dim(z, logdet))
 
     x = jax.random.normal(jax.random.key(4), (batch, 2 * tokens, 16))
