@@ -90,6 +90,10 @@ def _spec() -> subjects.Spec:
         spec.references = tuple(subjects.Reference.parse(r) for r in _REFERENCES.value)
     if _BLOCKS.value:
         spec.model.fusion.flow.num_blocks = _BLOCKS.value
+    # G unrolled: XLA's cost analysis counts a loop body once, so a scanned G would undercount
+    # every FLOP figure here. `flow.scan` changes how G compiles, not its values;
+    # experiments/flow_modes.py times it.
+    spec.model.fusion.flow.scan = False
     return spec
 
 

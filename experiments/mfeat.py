@@ -40,6 +40,10 @@ def get_config(arg: str | None = None):
     flow = config.model.fusion.flow
     flow.update(layer=args.flow, num_blocks=args.blocks,
                 block_pattern=flows.DEFAULT_BLOCK_PATTERN, num_heads=4, coupling_hidden=128)
+    # At these sizes the step is bound by memory traffic: recomputing each block (remat) in
+    # scanned pairs ran a faster train step than the plain unrolled G on 2 CPU cores
+    # (benchmarks/flow_modes_mfeat_cpu.txt); the values are the same.
+    flow.update(remat=True, scan=True)
 
     # The package optimizer (cosine schedule) at these settings; 60 epochs at batch 64.
     config.optimizer.update(learning_rate=2e-3, weight_decay=0.05, warmup_steps=50)

@@ -55,6 +55,8 @@ def default_config() -> ml_collections.ConfigDict:
     coupling_hidden: hidden width of coupling conditioners. max_log_scale: bound c of the
       coupling log-scale (each layer scales by at most e^c).
     remat: rematerialise each block in the backward pass. seed: LICA permutations.
+    scan: run G's repeated blocks (or pairs of blocks) as one `jax.lax.scan`, compiling one
+      block instead of L (same values; False unrolls them).
     param_dtype: 'float32' (or 'float64' under x64).
     <kind>: the fields of a layer kind that has its own, declared by its module (`DEFAULTS`),
       e.g. `glow.kernel_size`, `flowpp.num_components`.
@@ -71,6 +73,7 @@ def default_config() -> ml_collections.ConfigDict:
     config.coupling_hidden = 512
     config.max_log_scale = 2.0
     config.remat = False
+    config.scan = False
     config.seed = 0
     config.param_dtype = "float32"
     for kind, module in KINDS.items():
@@ -95,4 +98,5 @@ def build(config: ml_collections.ConfigDict, *, rngs: nnx.Rngs) -> Sequential:
     param_dtype = jnp.dtype(config.param_dtype)
     make_block = KINDS[config.layer].make_block
     return Sequential([make_block(config, i, tokens, rngs=rngs, param_dtype=param_dtype)
-                       for i in range(config.num_blocks)], remat=config.remat)
+                       for i in range(config.num_blocks)], remat=config.remat,
+                      scan=config.scan)

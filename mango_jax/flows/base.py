@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import nnx
 
 HIGHEST = jax.lax.Precision.HIGHEST
@@ -110,24 +111,32 @@ def rematerialised(fn, layer, x):
     """
     graphdef, params, rest = nnx.split(layer, nnx.Param, ...)
 
-    def apply(params, x):
+    def apply(params, rest, x):
         return fn(nnx.merge(graphdef, params, rest), x)
 
     @jax.custom_vjp
-    def run(params, x):
-        return apply(params, x)
+    def run(params, rest, x):
+        return apply(params, rest, x)
 
-    def forward(params, x):
-        return apply(params, x), (params, x)
+    def forward(params, rest, x):
+        return apply(params, rest, x), (params, rest, x)
 
     def backward(saved, cotangent):
-        params, x = saved
+        params, rest, x = saved
         probe = sum(jnp.sum(c.astype(jnp.float32)) for c in jax.tree.leaves(cotangent))
         x = x + jnp.isnan(probe).astype(x.dtype) * 0
-        return jax.vjp(apply, params, x)[1](cotangent)
+        d_params, d_x = jax.vjp(lambda p, x: apply(p, rest, x), params, x)[1](cotangent)
+        return d_params, jax.tree.map(_zero_cotangent, rest), d_x
 
     run.defvjp(forward, backward)
-    return run(params, x)
+    return run(params, rest, x)
+
+
+def _zero_cotangent(value):
+    """The cotangent of a non-differentiated input: float0 for integers."""
+    if jnp.issubdtype(value.dtype, jnp.inexact):
+        return jnp.zeros_like(value)
+    return np.zeros(value.shape, jax.dtypes.float0)
 
 
 class Sequential(InvertibleLayer):
@@ -135,21 +144,73 @@ class Sequential(InvertibleLayer):
 
     With `remat=True` each child is rematerialised (`rematerialised`), so a training step keeps
     only the child boundaries alive and recomputes the inside during the backward pass.
+
+    With `scan=True`, children that repeat one structure (every child, or every pair of
+    children, as in blocks alternating a parity) run as one `jax.lax.scan` over their stacked
+    state, with the unrolled loop's values; children of other structures run unrolled. XLA then
+    compiles one body instead of L. Measured with `remat` (a block keeps only its input; CPU,
+    `python -m experiments.flow_modes`): G's train step at the paper's size compiled in 19 s
+    instead of 40 s, in a quarter of the memory and at remat's step time, and at mfeat's size
+    no slower. Without remat the scan stacks every block's residuals into loop buffers and ran
+    slower than the unrolled loop. Both are off by default, as remat costs a third more FLOPs
+    where memory is not short.
     """
 
-    def __init__(self, layers, *, remat: bool = False):
+    def __init__(self, layers, *, remat: bool = False, scan: bool = False):
         self.layers = nnx.List(layers)
         self.remat = remat
+        self.scan = scan
 
-    def _run(self, fn, layers, x):
+    def _apply(self, fn, layer, x):
+        return rematerialised(fn, layer, x) if self.remat else fn(layer, x)
+
+    def _period(self) -> int:
+        """The shortest period (1 or 2) of the children's structures with at least two groups;
+        0 when they do not repeat."""
+        layers = list(self.layers)
+        defs = [nnx.graphdef(layer) for layer in layers]
+        for period in (1, 2):
+            count = len(layers) // period
+            if count >= 2 and all(defs[i] == defs[i % period] for i in range(count * period)):
+                return period
+        return 0
+
+    def _scanned(self, fn, groups, x, total, *, reverse: bool):
+        graphdefs = [nnx.graphdef(layer) for layer in groups[0]]
+        stacked = jax.tree.map(lambda *leaves: jnp.stack(leaves),
+                               *[[nnx.state(layer) for layer in group] for group in groups])
+
+        def body(carry, states):
+            x, total = carry
+            layers = [nnx.merge(g, s) for g, s in zip(graphdefs, states, strict=True)]
+            for layer in layers[::-1] if reverse else layers:
+                x, logdet = self._apply(fn, layer, x)
+                total = total + logdet.astype(total.dtype)
+            return (x, total), None
+
+        return jax.lax.scan(body, (x, total), stacked, reverse=reverse)[0]
+
+    def _run(self, fn, x, *, reverse: bool):
+        layers = list(self.layers)
+        period = self._period() if self.scan else 0
         total = zero_logdet(x)
-        for layer in layers:
-            x, logdet = rematerialised(fn, layer, x) if self.remat else fn(layer, x)
-            total = total + logdet.astype(total.dtype)
+        count = len(layers) // period if period else 0
+        groups = [layers[i * period:(i + 1) * period] for i in range(count)]
+        rest = layers[count * period:]
+        if reverse:
+            for layer in rest[::-1]:
+                x, logdet = self._apply(fn, layer, x)
+                total = total + logdet.astype(total.dtype)
+        if groups:
+            x, total = self._scanned(fn, groups, x, total, reverse=reverse)
+        if not reverse:
+            for layer in rest:
+                x, logdet = self._apply(fn, layer, x)
+                total = total + logdet.astype(total.dtype)
         return x, total
 
     def __call__(self, x):
-        return self._run(_call, self.layers, x)
+        return self._run(_call, x, reverse=False)
 
     def inverse(self, y):
-        return self._run(_inverse, list(self.layers)[::-1], y)
+        return self._run(_inverse, y, reverse=True)

@@ -103,3 +103,26 @@ def test_train_eval_resume(method, layer, mfeat_data_dir, tmp_path, capsys):
     assert results(workdir)["meta"]["steps"] == MORE_STEPS
     train_steps = [row["step"] for row in read_metrics(workdir) if row["split"] == "train"]
     assert train_steps == [STEPS, MORE_STEPS]  # runlocal logs every 2 steps; none repeated
+
+
+def test_scanned_rematerialised_G_trains_as_the_unrolled_one(mfeat_data_dir, tmp_path):
+    """`flow.scan` and `flow.remat` change how G runs, not what it computes: four blocks (two
+    scanned pairs) train to the unrolled run's losses, and the run evaluates from its
+    checkpoint."""
+    common = ["--config=experiments/mfeat.py:runlocal", f"--config.data.data_dir={mfeat_data_dir}",
+              "--config.num_steps=4", "--config.eval_splits=('val',)",
+              "--config.model.fusion.flow.num_blocks=4"]
+    scanned = ["--config.model.fusion.flow.scan=True", "--config.model.fusion.flow.remat=True"]
+    unrolled = ["--config.model.fusion.flow.scan=False", "--config.model.fusion.flow.remat=False"]
+    losses = {}
+    for name, extra in (("unrolled", unrolled), ("scanned", scanned)):
+        workdir = str(tmp_path / name)
+        run_main([*common, "--config.eval_every=0", f"--workdir={workdir}", *extra])
+        losses[name] = [row["loss"] for row in read_metrics(workdir) if row["split"] == "train"]
+    flow = results(workdir)["meta"]["config"]["model"]["fusion"]["flow"]
+    assert flow["scan"] and flow["remat"] and flow["num_blocks"] == 4
+    assert len(losses["scanned"]) == 2 and losses["scanned"][0] != losses["scanned"][1]
+    assert losses["scanned"] == pytest.approx(losses["unrolled"], rel=1e-5)
+    trained = results(workdir)["val"]
+    run_main([*common, *scanned, f"--workdir={workdir}", "--mode=eval"])
+    assert results(workdir)["val"] == pytest.approx(trained, rel=1e-6, abs=1e-7)

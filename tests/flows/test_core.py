@@ -92,6 +92,41 @@ class BlockTest(chex.TestCase):
         chex.assert_trees_all_close(value_r, value, atol=1e-6)
         chex.assert_trees_all_close(grads_r, grads, atol=1e-6)
 
+    @parameterized.parameters(("mango", 5, False, 2), ("mango", 4, True, 2),
+                              ("glow", 3, False, 1))
+    def test_scanned_blocks_equal_unrolled(self, layer, num_blocks, remat, period):
+        """`flow.scan` runs the blocks as one lax.scan with the unrolled values: MANGO's blocks
+        in pairs (the coupling's parity alternates; an odd last block runs after the scan),
+        Glow's one by one (their permutations differ only in value)."""
+        config = small_config(layer=layer, num_blocks=num_blocks, remat=remat)
+        flow = checks.perturb(flows.build(config, rngs=nnx.Rngs(0)), jax.random.key(3))
+        scanned = flows.build(small_config(layer=layer, num_blocks=num_blocks, remat=remat,
+                                           scan=True), rngs=nnx.Rngs(1))
+        nnx.update(scanned, nnx.state(flow))
+        self.assertEqual(scanned._period(), period)
+        x = inputs()
+        self.assertIn("scan", str(jax.make_jaxpr(lambda x: scanned(x))(x)))
+        self.assertNotIn("scan", str(jax.make_jaxpr(lambda x: flow(x))(x)))
+        for run in (lambda f: f(x), lambda f: f.inverse(x)):
+            chex.assert_trees_all_close(run(scanned), run(flow), atol=1e-5, rtol=1e-5)
+
+        def loss(model, x):
+            z, logdet = model(x)
+            return jnp.mean(flows.nll_bits_per_dim(z, logdet))
+
+        chex.assert_trees_all_close(nnx.value_and_grad(loss)(scanned, x),
+                                    nnx.value_and_grad(loss)(flow, x), atol=1e-6, rtol=1e-5)
+
+    def test_unequal_blocks_are_not_scanned(self):
+        """Blocks of different structures (here, different block patterns) run unrolled."""
+        blocks = [flows.build(small_config(num_blocks=1, block_pattern=pattern),
+                              rngs=nnx.Rngs(0)).layers[0]
+                  for pattern in (("mmca_ab", "coupling"), ("lica",), ("mmca_ab", "coupling"))]
+        flow = flows.Sequential(blocks, scan=True)
+        self.assertEqual(flow._period(), 0)
+        x = inputs()
+        chex.assert_trees_all_close(flow(x), flows.Sequential(blocks)(x))
+
     def test_shallow_and_deep_floors(self):
         self.assertAlmostEqual(min_identity_for_depth(4.8, 96), 0.95)
         self.assertAlmostEqual(min_identity_for_depth(4.8, 8), 0.75)
@@ -182,7 +217,7 @@ class ConditioningTest(parameterized.TestCase):
         np.testing.assert_allclose(np.diag(lower), 1.0)
         np.testing.assert_allclose(lower, np.tril(lower))
         np.testing.assert_allclose(upper, np.triu(upper))
-        perm = np.eye(2 * M)[list(mix.perm)]
+        perm = np.eye(2 * M)[np.asarray(mix.perm[...])]
         w = perm @ lower @ upper
         np.testing.assert_allclose(np.asarray(mix.matrix()), w, rtol=1e-5, atol=1e-6)
         bound = (1.5 / 0.5) ** 2 * np.exp(2 * mix.max_log_scale)
@@ -204,10 +239,10 @@ def test_token_mix_inverse_and_its_gradients_match_a_float64_matrix_inverse():
         mix.upper[...] = 3.0 * jax.random.normal(keys[1], (n, n), jnp.float64)
         mix.log_scale[...] = 2.0 * jax.random.normal(keys[2], (n,), jnp.float64)
         weights = jax.random.normal(keys[3], (n, n), jnp.float64)
-        graph, params = nnx.split(mix)
+        graph, params, perm = nnx.split(mix, nnx.Param, ...)
 
         def loss(params, reference):
-            matrix, inverse = nnx.merge(graph, params).matrices()
+            matrix, inverse = nnx.merge(graph, params, perm).matrices()
             inverse = jnp.linalg.inv(matrix) if reference else inverse
             return jnp.sum(weights * inverse) + jnp.sum(jnp.sin(matrix))
 
