@@ -15,12 +15,11 @@ unrolled program's: XLA's cost analysis counts a loop body once.
 from __future__ import annotations
 
 import jax
-import jax.numpy as jnp
 from absl import app, flags
 from flax import nnx
 
 from mango_jax import flows
-from mango_jax.bench import report, xla
+from mango_jax.bench import report, subjects
 from mango_jax.bench.timing import load_average, round_robin
 
 DIM = flags.DEFINE_integer("dim", 64, "Width D.")
@@ -41,14 +40,8 @@ def train_step(scan: bool, remat: bool, x: jax.Array):
     config.update(dim=DIM.value, num_heads=HEADS.value, num_blocks=BLOCKS.value,
                   tokens_per_modality=(TOKENS.value, TOKENS.value),
                   coupling_hidden=HIDDEN.value, scan=scan, remat=remat)
-    graph, params, rest = nnx.split(flows.build(config, rngs=nnx.Rngs(0)), nnx.Param, ...)
-
-    def loss(params, x):
-        z, logdet = nnx.merge(graph, params, rest)(x)
-        return jnp.sum(z * z) + jnp.sum(logdet)
-
-    program = xla.build(jax.jit(jax.value_and_grad(loss, argnums=(0, 1))), params, x)
-    return program, lambda: program.compiled(params, x)
+    return subjects.module_train_step(flows.build(config, rngs=nnx.Rngs(0)),
+                                      lambda g, x: g(x), x)
 
 
 def main(argv):

@@ -32,7 +32,7 @@ from absl import app, flags
 from flax import nnx
 
 from mango_jax import flows
-from mango_jax.bench import xla
+from mango_jax.bench import subjects
 from mango_jax.nn import TransformerBlock
 
 DIM = flags.DEFINE_integer("dim", 384, "Width D (the paper_nyudv2 preset's).")
@@ -46,18 +46,6 @@ STEPS = flags.DEFINE_integer("steps", 5, "Traced (and timed) calls after 3 warm-
 TOP = flags.DEFINE_integer("top", 8, "Operation kinds listed per program.")
 
 _RUNTIME = ("Thunk", "$", "Pjit", "Slinky", "Common", "PjRt", "end: ", "ParseArguments")
-
-
-def train_step(module, call, x):
-    """`value_and_grad` of `sum(y²) + sum(logdet)` over the module's parameters and x, compiled."""
-    graph, params, rest = nnx.split(module, nnx.Param, ...)
-
-    def loss(params, x):
-        y, logdet = call(nnx.merge(graph, params, rest), x)
-        return jnp.sum(y * y) + jnp.sum(logdet)
-
-    program = xla.build(jax.jit(jax.value_and_grad(loss, argnums=(0, 1))), params, x)
-    return program, lambda: jax.block_until_ready(program.compiled(params, x))
 
 
 def profile(name, program, run, steps: int, top: int) -> None:
@@ -107,10 +95,10 @@ def main(argv):
     print(f"train step of one block, D={dim}, {heads} heads, 2 x {tokens} tokens, "
           f"batch {BATCH.value}, {jax.devices()[0].platform}")
     profile("MANGO block (" + ", ".join(config.block_pattern) + ")",
-            *train_step(block, lambda m, x: m(x), x), STEPS.value, TOP.value)
+            *subjects.module_train_step(block, lambda m, x: m(x), x), STEPS.value, TOP.value)
     profile("pre-LN transformer layer (MLP ratio 4)",
-            *train_step(layer, lambda m, x: (m(x), jnp.zeros(x.shape[0])), x), STEPS.value,
-            TOP.value)
+            *subjects.module_train_step(layer, lambda m, x: (m(x), jnp.zeros(x.shape[0])), x),
+            STEPS.value, TOP.value)
 
 
 if __name__ == "__main__":

@@ -265,6 +265,20 @@ def synthetic_batch(info: DatasetInfo, modalities, batch_size: int, seed: int = 
     return batch
 
 
+def module_train_step(module, call, x):
+    """`value_and_grad` of `sum(y²) + sum(logdet)` over a module's parameters and `x`, compiled,
+    and a call that runs it to completion; `call(module, x)` returns `(y, logdet)`. The train
+    step of one piece alone (`experiments/profile_block.py`, `experiments/flow_modes.py`)."""
+    graph, params, rest = nnx.split(module, nnx.Param, ...)
+
+    def loss(params, x):
+        y, logdet = call(nnx.merge(graph, params, rest), x)
+        return jnp.sum(y * y) + jnp.sum(logdet)
+
+    program = xla.build(jax.jit(jax.value_and_grad(loss, argnums=(0, 1))), params, x)
+    return program, lambda: jax.block_until_ready(program.compiled(params, x))
+
+
 def one_device_mesh() -> jax.sharding.Mesh:
     """The training mesh on the first device alone: the bench measures one chip (and a batch
     of 1 need not divide over several)."""

@@ -161,8 +161,12 @@ class Sequential(InvertibleLayer):
         self.remat = remat
         self.scan = scan
 
-    def _apply(self, fn, layer, x):
-        return rematerialised(fn, layer, x) if self.remat else fn(layer, x)
+    def _chain(self, fn, layers, x, total):
+        """`fn` through `layers` in order, adding up their log-dets into `total`."""
+        for layer in layers:
+            x, logdet = rematerialised(fn, layer, x) if self.remat else fn(layer, x)
+            total = total + logdet.astype(total.dtype)
+        return x, total
 
     def _period(self) -> int:
         """The shortest period (1 or 2) of the children's structures with at least two groups;
@@ -183,10 +187,7 @@ class Sequential(InvertibleLayer):
         def body(carry, states):
             x, total = carry
             layers = [nnx.merge(g, s) for g, s in zip(graphdefs, states, strict=True)]
-            for layer in layers[::-1] if reverse else layers:
-                x, logdet = self._apply(fn, layer, x)
-                total = total + logdet.astype(total.dtype)
-            return (x, total), None
+            return self._chain(fn, layers[::-1] if reverse else layers, x, total), None
 
         return jax.lax.scan(body, (x, total), stacked, reverse=reverse)[0]
 
@@ -198,15 +199,11 @@ class Sequential(InvertibleLayer):
         groups = [layers[i * period:(i + 1) * period] for i in range(count)]
         rest = layers[count * period:]
         if reverse:
-            for layer in rest[::-1]:
-                x, logdet = self._apply(fn, layer, x)
-                total = total + logdet.astype(total.dtype)
+            x, total = self._chain(fn, rest[::-1], x, total)
         if groups:
             x, total = self._scanned(fn, groups, x, total, reverse=reverse)
         if not reverse:
-            for layer in rest:
-                x, logdet = self._apply(fn, layer, x)
-                total = total + logdet.astype(total.dtype)
+            x, total = self._chain(fn, rest, x, total)
         return x, total
 
     def __call__(self, x):
