@@ -62,7 +62,9 @@ def base_config(experiment: str, dataset: str) -> ml_collections.ConfigDict:
     same budget (one workdir each) and tabulate; empty: just this config. inception_weights:
     FID Inception-v3 `.npz` (mango_jax.metrics.convert_inception); when set, translation runs
     also report FID and KID. dense_task: the task head decodes a token grid (set by
-    `select_fusion`): the compared methods take their dense defaults.
+    `select_fusion`): the compared methods take their dense defaults. homogeneous_modalities:
+    both modalities are images of one grid (RGB-depth): the compared methods take their
+    homogeneous defaults (TokenFusion and GeminiFusion share their transformer layers).
     """
     config = ml_collections.ConfigDict()
     config.experiment = experiment
@@ -78,6 +80,7 @@ def base_config(experiment: str, dataset: str) -> ml_collections.ConfigDict:
     config.compare = ()
     config.inception_weights = ml_collections.config_dict.placeholder(str)
     config.dense_task = False
+    config.homogeneous_modalities = False
     config.robustness = robustness.default_config()  # python -m experiments.robustness
     return config
 
@@ -94,9 +97,11 @@ def check_data(data_config: ml_collections.ConfigDict) -> None:
 
 def set_fusion(config: ml_collections.ConfigDict, name: str) -> None:
     """Switches the model to fusion method `name` (its dense defaults where
-    `config.dense_task`), keeping MANGO's depth as the budget."""
+    `config.dense_task`, its homogeneous ones where `config.homogeneous_modalities`), keeping
+    MANGO's depth as the budget."""
     depth = config.model.fusion.flow.num_blocks if config.model.fusion.name == "mango" else None
-    config.model.fusion = fusion.default_config(name, dense=config.dense_task)
+    config.model.fusion = fusion.default_config(
+        name, dense=config.dense_task, homogeneous=config.homogeneous_modalities)
     if depth is not None and "num_layers" in config.model.fusion:
         config.model.fusion.num_layers = depth
 

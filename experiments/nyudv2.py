@@ -47,6 +47,8 @@ hyper-parameters; 256x256 inputs. Where it is silent or our code differs, we cho
   Gradient clipping (norm 1) is ours: it guards the flow's NLL against early spikes.
   Batch 8 (TokenFusion: 6, which 4 or 8 devices cannot split), 40,000 steps (about 400 epochs;
   TokenFusion: 3 x 100 epochs at batch 6, about 40,000 iterations).
+- Baselines: TokenFusion and GeminiFusion share their transformer layers between RGB and
+  depth, with a LayerNorm per modality, as their papers do on RGB-D (`shared_weights`).
 - Eval: single scale; logits resized to each label's size, argmax, 255 ignored, one confusion
   matrix over the 654 test images (pixel acc, mean acc, mIoU). results.json scores the final
   step; TokenFusion reported its best epoch on this same test split, which the kept best-mIoU
@@ -75,6 +77,7 @@ def segmentation_config(dataset: str, arg: str | None):
     check_flow(args)
     config = base_config(dataset, dataset)
     config.data.image_size = 256
+    config.homogeneous_modalities = True  # RGB-depth: TokenFusion and GeminiFusion share layers
 
     # E: MAE ViT-B/16 per modality; its width is the model's D, shared by G and the head.
     config.model.update(dim=768, latent_model=args.latent, decoder_width=256)

@@ -6,9 +6,9 @@ called as `module(a, b, deterministic=...) -> FusionOutput(streams, aux_losses, 
 
 Each method is one `mango_jax.fusion.base.FusionModule` subclass in a module of this package,
 entered into the registry by `@register`: its `NAME`, its fields and defaults (`DEFAULTS`,
-`DENSE_DEFAULTS`), whether it keeps tokens (`KEEPS_TOKENS`). `default_config(name)` gives them;
-the classes' docstrings define each method and field. Every module of the package is imported
-here, so a new method is a new file.
+`DENSE_DEFAULTS`, `HOMOGENEOUS_DEFAULTS`), whether it keeps tokens (`KEEPS_TOKENS`).
+`default_config(name)` gives them; the classes' docstrings define each method and field. Every
+module of the package is imported here, so a new method is a new file.
 """
 
 from __future__ import annotations
@@ -34,13 +34,17 @@ def _unknown(name: object) -> ValueError:
     return ValueError(f"unknown fusion method {name!r}; valid names: {', '.join(NAMES)}")
 
 
-def default_config(name: str, *, dense: bool = False) -> ml_collections.ConfigDict:
+def default_config(name: str, *, dense: bool = False,
+                   homogeneous: bool = False) -> ml_collections.ConfigDict:
     """The fields and defaults of method `name`, with `name` set; `dense`: the defaults for a
-    task head that decodes a token grid (the class's `DENSE_DEFAULTS` over its `DEFAULTS`)."""
+    task head that decodes a token grid (the class's `DENSE_DEFAULTS` over its `DEFAULTS`);
+    `homogeneous`: for two modalities of one kind and grid, such as RGB-depth (its
+    `HOMOGENEOUS_DEFAULTS` over both)."""
     if name not in REGISTRY:
         raise _unknown(name)
     cls = REGISTRY[name]
-    fields = {**cls.DEFAULTS, **(cls.DENSE_DEFAULTS if dense else {})}
+    fields = {**cls.DEFAULTS, **(cls.DENSE_DEFAULTS if dense else {}),
+              **(cls.HOMOGENEOUS_DEFAULTS if homogeneous else {})}
     return ml_collections.ConfigDict({"name": name, **copy.deepcopy(fields)})
 
 

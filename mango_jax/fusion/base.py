@@ -50,6 +50,9 @@ class FusionModule(nnx.Module):
     # Fields whose default differs when the task head decodes a token grid (segmentation,
     # translation), e.g. DynMM's fusion-level decision.
     DENSE_DEFAULTS: ClassVar[dict[str, Any]] = {}
+    # Fields whose default differs when the two modalities are homogeneous (RGB-depth: images of
+    # one grid), e.g. TokenFusion's and GeminiFusion's weight sharing.
+    HOMOGENEOUS_DEFAULTS: ClassVar[dict[str, Any]] = {}
     # Whether the streams keep a modality's tokens, so that a dense head can decode them
     # (False for the methods that pool each modality to one vector).
     KEEPS_TOKENS: ClassVar[bool] = True

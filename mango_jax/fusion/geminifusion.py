@@ -8,7 +8,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from mango_jax.fusion.base import FusionOutput, output, register
-from mango_jax.fusion.transformer import TransformerFusion
+from mango_jax.fusion.transformer import SHARED_DEFAULTS, TRANSFORMER_DEFAULTS, TransformerFusion
 from mango_jax.nn import MultiHeadAttention
 
 
@@ -67,15 +67,19 @@ class GeminiFusion(TransformerFusion):
       `s_m = MSA_m(LN(e_m))` (intra-modal self-attention),
       `f_m = PixelFusion^l_m(s_m, s_{m'}, phi(s_m, s_{m'}))` (the only cross-modal path),
       `e_m <- e_m + f_m`, `e_m <- e_m + MLP_m(LN(e_m))`.
-    Token i of one modality meets only token i of the other, hence M == K. Weights are separate
-    per modality (the paper shares all but the LayerNorms for RGB-depth).
+    Token i of one modality meets only token i of the other, hence M == K. The transformer layers
+    are separate per modality, or shared but for their LayerNorms (`shared_weights`, the
+    default for homogeneous modalities such as RGB-depth, as in the official code); the fusion
+    modules stay per modality.
 
-    Config: `num_layers`, `num_heads`, `mlp_ratio`, `dropout`.
+    Config: `num_layers`, `num_heads`, `mlp_ratio`, `dropout`, `shared_weights`.
     Streams: `(e_a [B, N, D], e_b [B, N, D])`.
     """
 
     NAME = "geminifusion"
     ALIGNED = True
+    DEFAULTS = {**TRANSFORMER_DEFAULTS, **SHARED_DEFAULTS}
+    HOMOGENEOUS_DEFAULTS = {"shared_weights": True}
 
     def setup(self, config, *, rngs):
         dim, n = self.dim, config.num_layers

@@ -7,7 +7,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from mango_jax.fusion.base import FusionOutput, output, register, select
-from mango_jax.fusion.transformer import TRANSFORMER_DEFAULTS, TransformerFusion
+from mango_jax.fusion.transformer import SHARED_DEFAULTS, TRANSFORMER_DEFAULTS, TransformerFusion
 
 
 class ScoreNet(nnx.Module):
@@ -44,11 +44,12 @@ class TokenFusion(TransformerFusion):
     theta = 2e-2) pushes scores of uninformative tokens below theta. It is summed over tokens,
     layers and modalities as in the official code, per example (the step averages it over the
     batch's real examples, so that lambda does not depend on the batch size).
-    Weights are separate per modality (the general, heterogeneous setting of the paper; for
-    RGB-depth the paper shares all but the LayerNorms).
+    The transformer layers are separate per modality (the paper's heterogeneous setting) or
+    shared but for their LayerNorms (`shared_weights`, the default for homogeneous modalities
+    such as RGB-depth, as the paper does there); score nets and projections stay per modality.
 
-    Config: `num_layers`, `num_heads`, `mlp_ratio`, `dropout`, `threshold` (theta),
-    `sparsity_weight` (lambda).
+    Config: `num_layers`, `num_heads`, `mlp_ratio`, `dropout`, `shared_weights`, `threshold`
+    (theta), `sparsity_weight` (lambda).
     Streams: `(e_a [B, N, D], e_b [B, N, D])`; aux loss `tokenfusion_sparsity`; metric
     `tokenfusion_substituted`, the fraction of tokens replaced (over layers and modalities); both
     per example.
@@ -56,7 +57,9 @@ class TokenFusion(TransformerFusion):
 
     NAME = "tokenfusion"
     ALIGNED = True
-    DEFAULTS = {**TRANSFORMER_DEFAULTS, "threshold": 0.02, "sparsity_weight": 1e-4}
+    DEFAULTS = {**TRANSFORMER_DEFAULTS, **SHARED_DEFAULTS, "threshold": 0.02,
+                "sparsity_weight": 1e-4}
+    HOMOGENEOUS_DEFAULTS = {"shared_weights": True}
 
     def setup(self, config, *, rngs):
         if not 0.0 <= config.threshold <= 1.0:

@@ -12,6 +12,10 @@ from mango_jax.nn import TransformerBlock
 # MANGO's block count so that the comparison is at equal depth.
 TRANSFORMER_DEFAULTS = {"num_layers": 2, "num_heads": 4, "mlp_ratio": 4.0, "dropout": 0.0}
 
+# The dual-stream methods whose papers share the transformer between homogeneous modalities
+# (RGB-depth), keeping a LayerNorm per modality: `shared_weights` (their HOMOGENEOUS_DEFAULTS).
+SHARED_DEFAULTS = {"shared_weights": False}
+
 
 def transformer_stack(
     config: ml_collections.ConfigDict, dim: int, *, rngs: nnx.Rngs, cross: bool = False
@@ -25,6 +29,17 @@ def transformer_stack(
         for _ in range(config.num_layers)])
 
 
+def share_weights(stack_a: nnx.List, stack_b: nnx.List) -> None:
+    """Makes every block of `stack_b` use the attention and MLP of its counterpart in
+    `stack_a`, keeping its own LayerNorms: TokenFusion's and GeminiFusion's parameter sharing
+    for homogeneous modalities (their `ModuleParallel` layers with `LayerNormParallel`). The
+    shared modules are one node of the graph, so they are one set of parameters, counted,
+    updated and saved once."""
+    for block_a, block_b in zip(stack_a, stack_b):
+        block_b.attention = block_a.attention
+        block_b.mlp = block_a.mlp
+
+
 class TransformerFusion(FusionModule):
     """A method built of transformer layers: `TRANSFORMER_DEFAULTS` and `stacks`, one stack
     per modality (a first, then b)."""
@@ -33,5 +48,10 @@ class TransformerFusion(FusionModule):
 
     def stacks(self, config: ml_collections.ConfigDict, *, rngs: nnx.Rngs,
                cross: bool = False) -> tuple[nnx.List, nnx.List]:
-        return (transformer_stack(config, self.dim, rngs=rngs, cross=cross),
-                transformer_stack(config, self.dim, rngs=rngs, cross=cross))
+        """Separate weights per modality, or shared ones (`share_weights`) where the method
+        has the field `shared_weights` and it is set."""
+        stack_a = transformer_stack(config, self.dim, rngs=rngs, cross=cross)
+        stack_b = transformer_stack(config, self.dim, rngs=rngs, cross=cross)
+        if config.get("shared_weights", False):
+            share_weights(stack_a, stack_b)
+        return stack_a, stack_b

@@ -286,6 +286,20 @@ def test_dynmm_takes_its_fusion_level_on_dense_tasks():
         assert config.model.fusion.level == "modality"
 
 
+@pytest.mark.parametrize("method", ["tokenfusion", "geminifusion"])
+def test_rgbd_baselines_share_their_layers_between_modalities(method):
+    """RGB-depth is homogeneous: TokenFusion and GeminiFusion share their transformer layers
+    there, as their papers do, also when several methods are compared; on image + text
+    (MM-IMDB) they stay separate."""
+    for module in (nyudv2, sunrgbd):
+        for config in (module.get_config(f"fusion={method}"),
+                       method_configs(module.get_config(f"fusion={method}+mango"))[method]):
+            assert config.homogeneous_modalities and config.model.fusion.shared_weights
+    for config in (mmimdb.get_config(f"fusion={method}"),
+                   method_configs(mmimdb.get_config("fusion=all"))[method]):
+        assert not config.model.fusion.shared_weights
+
+
 def test_every_config_sets_the_same_run_fields():
     """Each file sets its schedule and checkpoint policy itself (no default behind it): every
     config, runlocal or not, has the same top-level fields, so the same overrides apply."""

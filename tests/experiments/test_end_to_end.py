@@ -126,3 +126,31 @@ def test_scanned_rematerialised_G_trains_as_the_unrolled_one(mfeat_data_dir, tmp
     trained = results(workdir)["val"]
     run_main([*common, *scanned, f"--workdir={workdir}", "--mode=eval"])
     assert results(workdir)["val"] == pytest.approx(trained, rel=1e-6, abs=1e-7)
+
+
+def test_a_baseline_with_shared_weights_trains_and_evaluates_from_the_checkpoint(
+        mfeat_data_dir, tmp_path):
+    """`shared_weights` (the RGB-D configs' default for TokenFusion and GeminiFusion; both
+    build it through `TransformerFusion.stacks`): one set of transformer layers serves both
+    modalities through training, the checkpoint and its evaluation."""
+    from mango_jax.predict import read_run
+    from mango_jax.train.loop import build_model, parameter_counts
+
+    workdir = str(tmp_path / "run")
+    common = ["--config=experiments/mfeat.py:fusion=geminifusion,runlocal",
+              f"--config.data.data_dir={mfeat_data_dir}", f"--config.num_steps={STEPS}",
+              "--config.eval_every=0", "--config.eval_splits=('val',)",
+              "--config.model.fusion.shared_weights=True", f"--workdir={workdir}"]
+    run_main(common)
+    trained = results(workdir)
+    fused = trained["meta"]["config"]["model"]["fusion"]
+    assert fused["shared_weights"] is True
+    config, info = read_run(workdir)
+    config.model.fusion.shared_weights = False
+    separate = parameter_counts(build_model(config, info))["total"]
+    dim = config.model.dim
+    hidden = int(dim * fused["mlp_ratio"])
+    per_layer = 4 * (dim * dim + dim) + (dim * hidden + hidden) + (hidden * dim + dim)
+    assert separate - trained["meta"]["params"] == fused["num_layers"] * per_layer
+    run_main([*common, "--mode=eval"])
+    assert results(workdir)["val"] == pytest.approx(trained["val"], rel=1e-6, abs=1e-7)

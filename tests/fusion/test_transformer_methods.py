@@ -203,3 +203,77 @@ def test_geminifusion_pixel_attention_matches_reference():
     rx, ry = f64(x), f64(y)
     np.testing.assert_allclose(f_a, pixel(p["fuse_a"][0], p["relations"][0], rx, ry), **TOL)
     np.testing.assert_allclose(f_b, pixel(p["fuse_b"][0], p["relations"][0], ry, rx), **TOL)
+
+
+# ------------------------------------------------- shared weights (homogeneous modalities)
+
+
+def _transformer_params(block) -> int:
+    return sum(x.size for x in jax.tree.leaves(nnx.state((block.attention, block.mlp),
+                                                         nnx.Param)))
+
+
+@pytest.mark.parametrize("name", ["tokenfusion", "geminifusion"])
+def test_shared_weights_match_separate_stacks_with_copied_layers(name):
+    """`shared_weights`: b's layers are a's attention and MLP with b's own LayerNorms, so the
+    shared module computes what a separate one does once b's attention and MLP are copied from
+    a's, with one set of those parameters fewer."""
+    assert fusion.default_config(name, homogeneous=True).shared_weights
+    assert not fusion.default_config(name).shared_weights
+    shared = build(name, num_layers=2, shared_weights=True)
+    separate = build(name, num_layers=2)
+    # The separate module takes the shared one's parameters, its b stack copies of the shared
+    # attention and MLP; b's LayerNorms get values of their own so that sharing them would show.
+    nnx.update(separate, nnx.state(shared, nnx.Param))
+    for source, block_a, block_b in zip(shared.blocks_a, separate.blocks_a, separate.blocks_b):
+        for module in (block_a, block_b):
+            module.attention = nnx.clone(source.attention)
+            module.mlp = nnx.clone(source.mlp)
+    for module in (shared, separate):
+        for layer in module.blocks_b:
+            layer.norm1.scale[...] = jnp.full_like(layer.norm1.scale[...], 1.5)
+    for block_a, block_b in zip(shared.blocks_a, shared.blocks_b):
+        assert block_b.attention is block_a.attention and block_b.mlp is block_a.mlp
+        assert block_b.norm1 is not block_a.norm1 and block_b.norm2 is not block_a.norm2
+    a, b = inputs(seed=3)
+    out_shared, out_separate = shared(a, b), separate(a, b)
+    for s, r in zip(out_shared.streams, out_separate.streams, strict=True):
+        np.testing.assert_allclose(s, r, **TOL)
+
+    def count(module):
+        return sum(x.size for x in jax.tree.leaves(nnx.state(module, nnx.Param)))
+
+    per_layer = _transformer_params(shared.blocks_a[0])
+    assert count(build(name, num_layers=2)) - count(shared) == 2 * per_layer
+
+
+def test_shared_weights_gradient_sums_both_modalities():
+    """The shared attention kernel's gradient is the sum of what each modality's use of it
+    contributes (the separate module's gradients for a's and b's copies)."""
+    shared = build("geminifusion", num_layers=1, shared_weights=True)
+    separate = build("geminifusion", num_layers=1)
+    nnx.update(separate, nnx.state(shared, nnx.Param))
+    for module in (separate.blocks_a[0], separate.blocks_b[0]):
+        module.attention = nnx.clone(shared.blocks_a[0].attention)
+        module.mlp = nnx.clone(shared.blocks_a[0].mlp)
+    a, b = inputs(seed=4)
+
+    def grads(module):
+        graphdef, params, rest = nnx.split(module, nnx.Param, ...)
+
+        def loss(p):
+            return sum(jnp.sum(jnp.sin(s)) for s in nnx.merge(graphdef, p, rest)(a, b).streams)
+
+        return jax.grad(loss)(params)
+
+    g_shared, g_separate = grads(shared), grads(separate)
+    kernel = ("attention", "query", "kernel")
+
+    def at(tree, stack, path):
+        node = tree[stack][0]
+        for key in path:
+            node = node[key]
+        return np.asarray(node[...])
+
+    expected = at(g_separate, "blocks_a", kernel) + at(g_separate, "blocks_b", kernel)
+    np.testing.assert_allclose(at(g_shared, "blocks_a", kernel), expected, rtol=1e-4, atol=1e-6)
