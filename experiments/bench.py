@@ -8,7 +8,8 @@ References (`--references`, default: the setting's): a preset compares MANGO wit
 transformer at G's depth and with GeminiFusion and TokenFusion at the depth that brings their
 parameter count nearest MANGO's (Table 8 compares models of similar size); an experiment config
 with the transformer and the cross-attention fusion at G's depth. All share MANGO's encoders,
-head, width, tokens and heads.
+head, width, tokens and heads; on RGB-depth the references take their homogeneous defaults
+(TokenFusion and GeminiFusion share their layers between the modalities, as their papers do).
 
 Prints tables and writes `benchmarks/<setting>_<platform>.json` and a sweep plot beside it:
 - per example at batch 1: parameters, forward FLOPs and inference latency (median ms per
@@ -136,7 +137,8 @@ def _meta(spec: subjects.Spec) -> dict:
                      "analytic cost of triangular solves (custom calls XLA does not count); "
                      "gmacs = gflops / 2. Remat's recomputation is included where it runs.",
             "inference_ms": "median wall time of the batch-1 forward pass (inference, compute "
-                            "dtype), ms per image, as Table 8's latency",
+                            "dtype) of the model frozen for inference (nn.freeze, as "
+                            "mango_jax.predict serves it), ms per image, as Table 8's latency",
             "step_time": "wall time of one call until every output is ready; median over "
                          "`rounds` calls after `warmup`; candidates timed in turn (round-robin)",
             "peak_memory": Memory.__doc__.split("\n\n")[1].replace("\n    ", " ").strip(),
@@ -167,13 +169,17 @@ def reference_configs(spec: subjects.Spec, target_params: int) -> dict[str, tupl
             log(f"matching the depth of {ref.name} to MANGO's {target_params / 1e6:.1f}M "
                 f"parameters")
             layers, params = subjects.matched_depth(spec.model, spec.info, spec.modalities,
-                                                    ref.name, target_params, dense=dense)
+                                                    ref.name, target_params, dense=dense,
+                                                    homogeneous=spec.homogeneous)
             log(f"  {layers} layers, {params / 1e6:.1f}M parameters")
         else:
             layers = blocks
-        config = subjects.reference_config(spec.model, ref.name, layers, dense=dense)
-        out[ref.name] = (config, {"depth_rule": ref.depth, "num_layers": layers,
-                                  "fusion": config.fusion.name})
+        config = subjects.reference_config(spec.model, ref.name, layers, dense=dense,
+                                           homogeneous=spec.homogeneous)
+        record = {"depth_rule": ref.depth, "num_layers": layers, "fusion": config.fusion.name}
+        if "shared_weights" in config.fusion:
+            record["shared_weights"] = bool(config.fusion.shared_weights)
+        out[ref.name] = (config, record)
     return out
 
 

@@ -32,6 +32,7 @@ from mango_jax import migrate
 from mango_jax.data import paired
 from mango_jax.data.core import DatasetInfo
 from mango_jax.metrics import segmentation
+from mango_jax.nn import freeze
 
 DATASET_JSON = "dataset.json"
 CHECKPOINTS = ("best", "latest")
@@ -141,10 +142,12 @@ class Predictor:
     manifest gives them (a path relative to `root`, the text of a text column, or a loaded
     array); they are checked and normalised exactly as the training data was. Only runs on
     paired data take raw examples; `predict_batch` takes pipeline batches of any dataset.
+    `model` is the trained model frozen for inference (`nn.freeze`: what depends on its
+    parameters alone, such as LICA's mixing matrices, is computed once).
     """
 
     def __init__(self, config, info: DatasetInfo, model, step: int):
-        self.config, self.info, self.model, self.step = config, info, model, step
+        self.config, self.info, self.model, self.step = config, info, freeze(model), step
         self.modalities = tuple(config.data.modalities)
         self.class_names = info.class_names
         meta = info.metadata.get("paired")
@@ -153,7 +156,7 @@ class Predictor:
                           if meta else None)
         self.batch_size = int(config.get("eval_batch_size", 64))
         self._index = None  # paired text: word -> id, built on first use
-        graphdef, state = nnx.split(model)
+        graphdef, state = nnx.split(self.model)
 
         def forward(state, batch):
             model = nnx.merge(graphdef, state)

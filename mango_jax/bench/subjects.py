@@ -26,6 +26,7 @@ from mango_jax import model as model_lib
 from mango_jax.bench import xla
 from mango_jax.data.core import DataNotFoundError, DatasetInfo
 from mango_jax.flows import checks
+from mango_jax.nn import freeze
 from mango_jax.train import optim
 from mango_jax.train.loop import parameter_counts
 from mango_jax.train.sharding import DATA_AXES, batch_sharding, state_shardings
@@ -94,6 +95,9 @@ class Spec:
     sweep_tokens: tuple[int, ...]
     sweep_blocks: int
     references: tuple[Reference, ...] = TABLE8_REFERENCES
+    # Both modalities images of one grid (RGB-depth): references take their homogeneous
+    # defaults (`fusion.default_config`), as the experiment configs' baselines do.
+    homogeneous: bool = False
     notes: dict = dataclasses.field(default_factory=dict)
 
 
@@ -121,7 +125,8 @@ def preset(name: str) -> Spec:
         flow.update(num_blocks=12, num_heads=8, coupling_hidden=512)
         return Spec(name, config, info, ("rgb", "depth"), optim.default_config(), batch_size=2,
                     compute_dtype="float32", sweep_tokens=(64, 128, 256, 512, 1024),
-                    sweep_blocks=2, notes={"encoder_mapping": PAPER_ENCODER_MAPPING})
+                    sweep_blocks=2, homogeneous=True,
+                    notes={"encoder_mapping": PAPER_ENCODER_MAPPING})
     if name == "small":
         info = segmentation_info("nyudv2", 64, 40)
         config.dim = 64
@@ -129,7 +134,8 @@ def preset(name: str) -> Spec:
         config.encoder.update(patch_size=8, depth=1, num_heads=2)
         flow.update(num_blocks=2, num_heads=4, coupling_hidden=64)
         return Spec(name, config, info, ("rgb", "depth"), optim.default_config(), batch_size=2,
-                    compute_dtype="float32", sweep_tokens=(16, 64, 256), sweep_blocks=1)
+                    compute_dtype="float32", sweep_tokens=(16, 64, 256), sweep_blocks=1,
+                    homogeneous=True)
     raise ValueError(f"unknown preset {name!r}; expected one of {PRESETS}")
 
 
@@ -156,21 +162,23 @@ def from_experiment(config: ml_collections.ConfigDict, name: str) -> Spec:
     return Spec(name, config.model, info, tuple(config.data.modalities), config.optimizer,
                 batch_size=int(config.batch_size), compute_dtype=config.compute_dtype,
                 sweep_tokens=(64, 128, 256, 512, 1024), sweep_blocks=min(2, flow.num_blocks),
-                references=EXPERIMENT_REFERENCES)
+                references=EXPERIMENT_REFERENCES,
+                homogeneous=bool(config.get("homogeneous_modalities", False)))
 
 
 def reference_config(model_config: ml_collections.ConfigDict, name: str, num_layers: int, *,
-                     dense: bool = False) -> ml_collections.ConfigDict:
+                     dense: bool = False, homogeneous: bool = False) -> ml_collections.ConfigDict:
     """MANGO's model with G replaced by fusion `name` ('transformer': a joint pre-LN
     transformer over both modalities' tokens) with G's width and heads and `num_layers`
-    layers; `dense`: the method's defaults for a dense head."""
+    layers; `dense`, `homogeneous`: the method's defaults for a dense head, for homogeneous
+    modalities (`fusion.default_config`)."""
     config = model_config.copy_and_resolve_references()
     heads = config.fusion.flow.num_heads
     if name == "transformer":
         config.fusion = fusion.default_config("concat")
         config.fusion.update(mode="token")
     else:
-        config.fusion = fusion.default_config(name, dense=dense)
+        config.fusion = fusion.default_config(name, dense=dense, homogeneous=homogeneous)
     config.fusion.update(num_layers=int(num_layers), num_heads=heads)
     return config
 
@@ -190,7 +198,8 @@ def model_parameter_counts(model_config, info: DatasetInfo, modalities) -> dict[
 
 
 def matched_depth(model_config, info: DatasetInfo, modalities, name: str, target: int, *,
-                  dense: bool = False, max_layers: int = 256) -> tuple[int, int]:
+                  dense: bool = False, homogeneous: bool = False,
+                  max_layers: int = 256) -> tuple[int, int]:
     """`(layers, params)`: the layer count of reference `name` whose whole model has the
     parameter count nearest `target` (ties: fewer layers), and that count.
 
@@ -203,7 +212,8 @@ def matched_depth(model_config, info: DatasetInfo, modalities, name: str, target
 
     def count(layers: int) -> int:
         if layers not in counts:
-            config = reference_config(model_config, name, layers, dense=dense)
+            config = reference_config(model_config, name, layers, dense=dense,
+                                      homogeneous=homogeneous)
             counts[layers] = model_parameter_counts(config, info, modalities)["total"]
         return counts[layers]
 
@@ -322,7 +332,7 @@ class Subject:
 
     def predictor(self, program: xla.Program, batch):
         """A zero-argument call that runs the forward program of `forward_program`."""
-        return lambda: program.compiled(self.state, batch)
+        return lambda: program.compiled(self.inference_state, batch)
 
     def stepper(self, program: xla.Program, batch):
         """A zero-argument call that runs one train step and keeps the new state."""
@@ -335,17 +345,19 @@ class Subject:
 
     def forward_program(self, batch) -> xla.Program:
         """The model's inference forward pass in the compute dtype, for its FLOPs and
-        latency."""
-        graphdef, dtype = self.graphdef, self.compute_dtype
+        latency: the trained model frozen for inference (`nn.freeze`), as `mango_jax.predict`
+        serves it, its state kept as `inference_state`."""
+        model, _ = nnx.merge(self.graphdef, self.state)
+        graphdef, self.inference_state = nnx.split(freeze(model))
+        dtype = self.compute_dtype
 
         def forward(state, batch):
-            model, _ = nnx.merge(graphdef, state)
-            model = checks.cast_floats(model, dtype)
+            model = checks.cast_floats(nnx.merge(graphdef, state), dtype)
             inputs = {k: v.astype(dtype) if k not in ("label", "mask") and
                       jnp.issubdtype(v.dtype, jnp.floating) else v for k, v in batch.items()}
             return model(inputs, deterministic=True).prediction
 
-        return xla.build(jax.jit(forward), self.state, batch)
+        return xla.build(jax.jit(forward), self.inference_state, batch)
 
     def flow_programs(self, batch_size: int, seed: int = 0):
         """`(forward, inverse, params, x)`: G and G⁻¹ jitted over G's parameters in the compute

@@ -1,6 +1,7 @@
 """Neural-network layers shared across the package (encoders and fusion methods)."""
 
 from mango_jax.nn.constant import Constant
+from mango_jax.nn.precompute import Precomputed, freeze
 from mango_jax.nn.transformer import (
     ACTIVATIONS,
     Mlp,
@@ -10,5 +11,5 @@ from mango_jax.nn.transformer import (
     check_heads,
 )
 
-__all__ = ["ACTIVATIONS", "Constant", "Mlp", "MultiHeadAttention", "TransformerBlock", "activation",
-           "check_heads"]
+__all__ = ["ACTIVATIONS", "Constant", "Mlp", "MultiHeadAttention", "Precomputed",
+           "TransformerBlock", "activation", "check_heads", "freeze"]

@@ -1,0 +1,38 @@
+"""Inference copies of a model, in which what depends on the parameters alone is computed once.
+
+A module with such work (LICA's token mixing `W` and `W⁻¹`, built from its LU factors in
+O(N³)) defines `precompute() -> array` and reads `self.precomputed` when it is set. Training
+never sets it; `freeze` does, for inference at any batch size, where the per-call O(N³) would
+otherwise dominate small batches.
+"""
+
+from __future__ import annotations
+
+import jax
+from flax import nnx
+
+
+class Precomputed(nnx.Variable):
+    """A function of a module's parameters, stored by `freeze`: neither trained nor saved."""
+
+
+def freeze(model: nnx.Module) -> nnx.Module:
+    """A copy of `model` for inference: every submodule with a `precompute()` method holds its
+    result (computed in one jitted call) as `precomputed`.
+
+    The copy's parameters no longer reach those values, so it must not be trained or edited:
+    freeze the model again after changing its parameters.
+    """
+    frozen = nnx.clone(model)
+    modules = [m for _, m in nnx.iter_modules(frozen) if callable(getattr(m, "precompute", None))]
+    if not modules:
+        return frozen
+    graphdef, state = nnx.split(modules)
+
+    @jax.jit
+    def values(state):
+        return [m.precompute() for m in nnx.merge(graphdef, state)]
+
+    for module, value in zip(modules, values(state), strict=True):
+        module.precomputed = nnx.data(Precomputed(value))
+    return frozen
