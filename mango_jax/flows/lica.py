@@ -48,6 +48,7 @@ class TokenMixLU(nnx.Module):
         self.lower = nnx.Param(jnp.zeros((num_tokens, num_tokens), param_dtype))
         self.upper = nnx.Param(jnp.zeros((num_tokens, num_tokens), param_dtype))
         self.log_scale = nnx.Param(jnp.zeros((num_tokens,), param_dtype))
+        self.precomputed = None  # `[W, W⁻¹]` in an inference copy (`nn.freeze`)
 
     def factors(self):
         """`(L, S)` with `W = P L S`: L unit lower-, S upper-triangular."""
@@ -62,11 +63,19 @@ class TokenMixLU(nnx.Module):
 
     def matrix(self) -> jax.Array:
         """`W: [N, N]`."""
+        if self.precomputed is not None:
+            return self.precomputed[0]
         return _plu_product(self.perm[...], *self.factors())
+
+    def precompute(self) -> jax.Array:
+        """`[W, W⁻¹]: [2, N, N]`, which `nn.freeze` stores for inference."""
+        return jnp.stack(self.matrices())
 
     def matrices(self) -> tuple[jax.Array, jax.Array]:
         """`(W, W⁻¹)`. `W⁻¹` is built from the factors but differentiated through `W`
         (`_inverse_of_plu`), so a layer that uses both backpropagates once through `L S`."""
+        if self.precomputed is not None:
+            return self.precomputed[0], self.precomputed[1]
         lower, upper = self.factors()
         perm = self.perm[...]
         matrix = _plu_product(perm, lower, upper)
@@ -130,7 +139,12 @@ def _inverse_of_plu_jvp(primals, tangents):
 
 
 class LICA(InvertibleLayer):
-    """`y = W⁻¹ ICA(W x)` on `[B, N, D]`; ICA conditions on the first half of the mixed tokens."""
+    """`y = W⁻¹ ICA(W x)` on `[B, N, D]`; ICA conditions on the first half of the mixed tokens.
+
+    ICA passes that half through unchanged, so `W⁻¹ ICA(W x) = x + W⁻¹[:, N/2:] (ICA(W x) −
+    W x)[N/2:]`: the way back multiplies by half of `W⁻¹` and adds `x` itself, not its
+    reconstruction `W⁻¹ W x`. Likewise in the inverse.
+    """
 
     def __init__(self, dim: int, num_heads: int, num_tokens: int, *, min_identity: float,
                  seed: int, rngs: nnx.Rngs, param_dtype=jnp.float32):
@@ -141,12 +155,16 @@ class LICA(InvertibleLayer):
         self.ica = ICA(dim, num_heads, range(half), range(half, num_tokens),
                        min_identity=min_identity, rngs=rngs, param_dtype=param_dtype)
 
-    def __call__(self, x):
+    def _run(self, x, ica):
         matrix, inverse = self.mix.matrices()
-        y, logdet = self.ica(self.mix.along_axis(matrix, x))
-        return self.mix.along_axis(inverse, y), logdet
+        mixed = self.mix.along_axis(matrix, x)
+        out, logdet = ica(mixed)
+        half = x.shape[1] // 2
+        moved = self.mix.along_axis(inverse[:, half:], out[:, half:] - mixed[:, half:])
+        return x + moved, logdet
+
+    def __call__(self, x):
+        return self._run(x, self.ica)
 
     def inverse(self, y):
-        matrix, inverse = self.mix.matrices()
-        x, logdet = self.ica.inverse(self.mix.along_axis(matrix, y))
-        return self.mix.along_axis(inverse, x), logdet
+        return self._run(y, self.ica.inverse)
