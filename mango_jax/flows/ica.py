@@ -115,6 +115,10 @@ MAX_TOKEN_RUNS = 8
 ROW_BLOCK = 128
 
 
+def _concat(parts: list[jax.Array], axis: int) -> jax.Array:
+    return parts[0] if len(parts) == 1 else jnp.concatenate(parts, axis=axis)
+
+
 def row_blocks(n: int) -> list[tuple[int, int]]:
     """The row blocks `[(start, stop), ...]` of an `n × n` upper-triangular attention."""
     if n < 2 * ROW_BLOCK:
@@ -229,16 +233,25 @@ class ICA(BoundedAttention):
             parts.append((((1.0 - a)[:, None] * attended + a[:, None] * own) * scale)
                          .astype(x2.dtype))
             log_diags.append(log_diag)
-        y2 = (parts[0] if len(parts) == 1 else jnp.concatenate(parts, axis=1)).reshape(x2.shape)
-        log_diag = log_diags[0] if len(log_diags) == 1 else jnp.concatenate(log_diags, axis=-1)
-        return self._merge(x1, y2), self._logdet(log_diag, x.dtype)
+        y2 = _concat(parts, 1).reshape(x2.shape)
+        return self._merge(x1, y2), self._logdet(_concat(log_diags, -1), x.dtype)
 
     def inverse(self, y):
-        """`X2 = Ã⁻¹ (r ⊙ Y2)` by a blocked triangular solve at full precision."""
+        """`X2 = Ã⁻¹ (r ⊙ Y2)` by blocked back-substitution at full precision, over the row
+        blocks of `_softmax_blocks`: from the last, each block's rows subtract what the solved
+        later tokens contribute, `(1 − a) S_k,>k X_>k`, and solve their triangular square."""
         y1, y2 = self._split(y)
-        probs, a = self._softmax(y1)
-        row_norm, log_diag = self._row_stats(probs, a)
-        rhs = jnp.transpose(self._heads(y2), (0, 2, 1, 3)).astype(probs.dtype)
-        x2 = solve_upper_triangular(mix_identity(probs, a), rhs * row_norm[..., None])
-        x2 = jnp.transpose(x2, (0, 2, 1, 3)).reshape(y2.shape).astype(y2.dtype)
-        return self._merge(y1, x2), -self._logdet(log_diag, y.dtype)
+        blocks, a = self._softmax_blocks(y1)
+        rhs = jnp.transpose(self._heads(y2), (0, 2, 1, 3)).astype(blocks[0].dtype)
+        n, solved, log_diags = y2.shape[1], [], []
+        for probs in reversed(blocks):
+            rows, start = probs.shape[-2], n - probs.shape[-1]
+            row_norm, log_diag = self._row_stats(probs, a)
+            part = rhs[:, :, start:start + rows] * row_norm[..., None]
+            if solved:
+                part = part - (1.0 - a)[:, None, None] * jnp.matmul(
+                    probs[..., rows:], _concat(solved, 2), precision=HIGHEST)
+            solved.insert(0, solve_upper_triangular(mix_identity(probs[..., :rows], a), part))
+            log_diags.insert(0, log_diag)
+        x2 = jnp.transpose(_concat(solved, 2), (0, 2, 1, 3)).reshape(y2.shape).astype(y2.dtype)
+        return self._merge(y1, x2), -self._logdet(_concat(log_diags, -1), y.dtype)
