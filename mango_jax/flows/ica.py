@@ -15,7 +15,7 @@ The row normalisation keeps the forward pass from collapsing the data: for uncor
 ``Var(y_i) = ‖A_i‖₂² Var(x) = Var(x)``, whereas plain averaging shrinks every layer's output.
 
 A depends on X1 only and is triangular with a positive diagonal, so
-``log|det| = (D/H) Σ_h Σ_i log A_h,ii`` exactly and ``X2 = A⁻¹ Y2`` by one triangular solve.
+``log|det| = (D/H) Σ_h Σ_i log A_h,ii`` exactly and ``X2 = A⁻¹ Y2`` by triangular back-substitution.
 The floor ``a_min`` is set for the whole flow by `mango_jax.flows.build` from a mixing budget
 (see `min_identity_for_depth`), so that depth does not compound the error without bound.
 """
