@@ -26,6 +26,8 @@ DIM = flags.DEFINE_integer("dim", 64, "Width D.")
 HEADS = flags.DEFINE_integer("heads", 4, "Attention heads.")
 TOKENS = flags.DEFINE_integer("tokens", 8, "Tokens per modality.")
 BLOCKS = flags.DEFINE_integer("blocks", 4, "Blocks of G.")
+PATTERN = flags.DEFINE_list("pattern", None, "Layers of each block (flow.block_pattern), "
+                            "default the paper's.")
 BATCH = flags.DEFINE_integer("batch", 64, "Batch size.")
 HIDDEN = flags.DEFINE_integer("coupling_hidden", 128, "Hidden width of the coupling layers.")
 ROUNDS = flags.DEFINE_integer("rounds", 20, "Timed steps per mode (median of these).")
@@ -40,6 +42,8 @@ def train_step(scan: bool, remat: bool, x: jax.Array):
     config.update(dim=DIM.value, num_heads=HEADS.value, num_blocks=BLOCKS.value,
                   tokens_per_modality=(TOKENS.value, TOKENS.value),
                   coupling_hidden=HIDDEN.value, scan=scan, remat=remat)
+    if PATTERN.value:
+        config.block_pattern = tuple(PATTERN.value)
     return subjects.module_train_step(flows.build(config, rngs=nnx.Rngs(0)),
                                       lambda g, x: g(x), x)
 
@@ -53,7 +57,8 @@ def main(argv):
                         warmup=WARMUP.value)
     flops = {remat: built[name][0].flops for name, (scan, remat) in MODES.items() if not scan}
     print(f"G's train step: D={DIM.value}, {HEADS.value} heads, 2 x {TOKENS.value} tokens, "
-          f"{BLOCKS.value} blocks, batch {BATCH.value}, {jax.devices()[0].platform}, "
+          f"{BLOCKS.value} blocks{' of ' + ', '.join(PATTERN.value) if PATTERN.value else ''}, "
+          f"batch {BATCH.value}, {jax.devices()[0].platform}, "
           f"load {load}")
     rows = []
     for name, (_, remat) in MODES.items():

@@ -39,18 +39,26 @@ def brute_force_logdet(layer: nnx.Module, x: jax.Array) -> np.ndarray:
     """`log|det ∂layer(x)_b/∂x_b|` per example from a float64 Jacobian: `[B]` NumPy.
 
     Runs the whole layer in float64 (parameters included), so the reference carries none of
-    the layer's float32 rounding. Cost O(B (N D)³): small sizes only.
+    the layer's float32 rounding. One compiled program serves every example. Cost
+    O(B (N D)³): small sizes only.
     """
     with jax.enable_x64(True):
-        layer64 = cast_floats(layer, jnp.float64)
+        graph, state = nnx.split(cast_floats(layer, jnp.float64))
         x64 = jnp.asarray(np.asarray(x, np.float64))
-        out = []
-        for b in range(x64.shape[0]):
-            def f(flat, b=b):
+
+        @jax.jit
+        def slogdet(state, b):
+            layer64 = nnx.merge(graph, state)
+
+            def f(flat):
                 xb = x64.at[b].set(flat.reshape(x64.shape[1:]))
                 return layer64(xb)[0][b].reshape(-1)
-            jac = jax.jacfwd(f)(x64[b].reshape(-1))
-            sign, logabs = jnp.linalg.slogdet(jac)
+
+            return jnp.linalg.slogdet(jax.jacfwd(f)(x64[b].reshape(-1)))
+
+        out = []
+        for b in range(x64.shape[0]):
+            sign, logabs = slogdet(state, b)
             if sign == 0:
                 raise FloatingPointError(f"singular Jacobian for batch element {b}")
             out.append(float(logabs))

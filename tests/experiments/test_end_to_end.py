@@ -107,11 +107,12 @@ def test_train_eval_resume(method, layer, mfeat_data_dir, tmp_path, capsys):
 
 def test_scanned_rematerialised_G_trains_as_the_unrolled_one(mfeat_data_dir, tmp_path):
     """`flow.scan` and `flow.remat` change how G runs, not what it computes: four blocks (two
-    scanned pairs) train to the unrolled run's losses, and the run evaluates from its
-    checkpoint."""
+    scanned pairs, each block with one layer of every kind: ICA, LICA, coupling) train to the
+    unrolled run's losses, and the run evaluates from its checkpoint."""
     common = ["--config=experiments/mfeat.py:runlocal", f"--config.data.data_dir={mfeat_data_dir}",
               "--config.num_steps=4", "--config.eval_splits=('val',)",
-              "--config.model.fusion.flow.num_blocks=4"]
+              "--config.model.fusion.flow.num_blocks=4",
+              "--config.model.fusion.flow.block_pattern=('mmca_ab','lica','coupling')"]
     scanned = ["--config.model.fusion.flow.scan=True", "--config.model.fusion.flow.remat=True"]
     unrolled = ["--config.model.fusion.flow.scan=False", "--config.model.fusion.flow.remat=False"]
     losses = {}
@@ -121,6 +122,7 @@ def test_scanned_rematerialised_G_trains_as_the_unrolled_one(mfeat_data_dir, tmp
         losses[name] = [row["loss"] for row in read_metrics(workdir) if row["split"] == "train"]
     flow = results(workdir)["meta"]["config"]["model"]["fusion"]["flow"]
     assert flow["scan"] and flow["remat"] and flow["num_blocks"] == 4
+    assert flow["block_pattern"] == ["mmca_ab", "lica", "coupling"]
     assert len(losses["scanned"]) == 2 and losses["scanned"][0] != losses["scanned"][1]
     assert losses["scanned"] == pytest.approx(losses["unrolled"], rel=1e-5)
     trained = results(workdir)["val"]

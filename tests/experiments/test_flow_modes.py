@@ -8,7 +8,8 @@ import sys
 def test_flow_modes_small():
     out = subprocess.run(
         [sys.executable, "-m", "experiments.flow_modes", "--dim=16", "--heads=2", "--tokens=4",
-         "--blocks=4", "--batch=4", "--coupling_hidden=16", "--rounds=1", "--warmup=0"],
+         "--blocks=4", "--pattern=mmca_ab,lica,coupling", "--batch=4", "--coupling_hidden=16",
+         "--rounds=1", "--warmup=0"],
         capture_output=True, text=True, check=True, timeout=600).stdout
     rows = dict(re.findall(r"^(unrolled \+ remat|unrolled|scan \+ remat|scan)  +(.+)$", out,
                            flags=re.M))
