@@ -5,17 +5,31 @@ same 8 devices as `make test` (the subprocesses the tests start inherit them). T
 compiles hundreds of small programs and runs each a few times, so XLA:CPU's LLVM optimisation
 (`--xla_backend_optimization_level=0`) is left out: it is a large part of every compilation
 and buys nothing at these sizes. A flag given in XLA_FLAGS by the caller wins.
+
+The session shares one persistent JAX compilation cache: the xdist workers and the
+subprocesses the tests start inherit its folder from the environment, so a program compiled
+once (a run's steps again at resume and evaluation, one small model in several modules) is
+loaded by every later test that builds it. The process that made the folder removes it at exit;
+a JAX_COMPILATION_CACHE_DIR given by the caller is used as it is.
 """
 
+import atexit
 import os
+import shutil
+import tempfile
 
 _FLAGS = {"--xla_force_host_platform_device_count": "8", "--xla_backend_optimization_level": "0"}
 _given = os.environ.get("XLA_FLAGS", "")
 os.environ["XLA_FLAGS"] = " ".join(
     filter(None, [_given, *(f"{k}={v}" for k, v in _FLAGS.items() if k not in _given)]))
 
+if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
+    os.environ["JAX_COMPILATION_CACHE_DIR"] = tempfile.mkdtemp(prefix="mango_jax_tests_cache_")
+    os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
+    os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
+    atexit.register(shutil.rmtree, os.environ["JAX_COMPILATION_CACHE_DIR"], ignore_errors=True)
+
 import fcntl  # noqa: E402
-import shutil  # noqa: E402
 
 import pytest  # noqa: E402
 

@@ -27,9 +27,6 @@ CASES = [("mango", layer) for layer in flows.LAYERS] + [
 STEPS, MORE_STEPS = 2, 4
 
 
-pytestmark = pytest.mark.usefixtures("compilation_cache")
-
-
 def run_mfeat(method: str, layer: str, data_dir: str, workdir: str, *, steps: int,
               mode: str = "train_and_eval") -> None:
     """`python -m experiments.main --config=experiments/mfeat.py:fusion=...,flow=...,runlocal`

@@ -27,8 +27,6 @@ CONFIG_ARG = "runlocal,flow=glow,views=zer+mor"  # what the fixture ran with (it
 OVERRIDES = ("--config.model.encoder.vector_hidden=8",)
 MORE_STEPS = 8  # resumed runs train on to here (one train-step program for the module)
 
-pytestmark = pytest.mark.usefixtures("compilation_cache")
-
 
 def old_results() -> dict:
     with open(os.path.join(FIXTURE, "results.json")) as f:
