@@ -4,6 +4,7 @@
 #
 #     benchmarks/gpu_bench.sh                         # on a GPU host, from any directory
 #     BATCH=16 SWEEP=256,1024 benchmarks/gpu_bench.sh # larger train batch, a token sweep
+#     PRESET=paper_nyudv2_mae benchmarks/gpu_bench.sh # with MAE's ViT-B/16 encoders (308M)
 #     PRESET=small ALLOW_CPU=1 benchmarks/gpu_bench.sh --num_blocks=1 --rounds=1 --warmup=0
 #                                                     # a CPU smoke run of the script itself
 #

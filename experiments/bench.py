@@ -1,13 +1,22 @@
 """Speed and memory of MANGO against reference fusions of the same setting, measured in one run.
 
     python -m experiments.bench --preset=paper_nyudv2          # Table 8's setting
+    python -m experiments.bench --preset=paper_nyudv2_mae      # ... with MAE's ViT-B/16 encoders
     python -m experiments.bench --preset=small                 # a toy version of it
     python -m experiments.bench --config=experiments/mfeat.py  # any MANGO experiment config
 
-References (`--references`, default: the setting's): a preset compares MANGO with the
-transformer at G's depth and with GeminiFusion and TokenFusion at the depth that brings their
-parameter count nearest MANGO's (Table 8 compares models of similar size); an experiment config
-with the transformer and the cross-attention fusion at G's depth. All share MANGO's encoders,
+`paper_nyudv2` sizes its ViT encoders to Table 8's parameter count (the paper names MAE's ViT
+but not its size); `paper_nyudv2_mae` is `experiments/nyudv2.py`, the paper's protocol with
+MAE's smallest released encoder, ViT-B/16, for both modalities (308M parameters). Its encoders
+start from random weights, since no cost figure depends on them;
+`--config=experiments/nyudv2.py:pretrained=paper` builds the same model from the downloaded
+checkpoint.
+
+References (`--references`, default: the setting's): a preset, or an experiment on NYUDv2,
+compares MANGO with the transformer at G's depth and with GeminiFusion and TokenFusion at the
+depth that brings their parameter count nearest MANGO's (Table 8 compares models of similar
+size); another experiment config with the transformer and the cross-attention fusion at G's
+depth. All share MANGO's encoders,
 head, width, tokens and heads; on RGB-depth the references take their homogeneous defaults
 (TokenFusion and GeminiFusion share their layers between the modalities, as their papers do).
 
@@ -37,6 +46,7 @@ import numpy as np
 from absl import app, flags
 from ml_collections import config_flags
 
+from experiments import nyudv2
 from mango_jax import paper
 from mango_jax.bench import report, subjects
 from mango_jax.bench.timing import load_average, round_robin
@@ -45,7 +55,10 @@ from mango_jax.model import token_counts
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "MANGO experiment config file[:args].",
                                           lock_config=False)
-_PRESET = flags.DEFINE_enum("preset", None, list(subjects.PRESETS),
+# Presets that are an experiment's config: `{name: (get_config, its argument)}`.
+CONFIG_PRESETS = {"paper_nyudv2_mae": (nyudv2.get_config, None)}
+
+_PRESET = flags.DEFINE_enum("preset", None, [*subjects.PRESETS, *CONFIG_PRESETS],
                             "Built-in setting, used when --config is not given.")
 _OUT = flags.DEFINE_string("out", None, "JSON path (default benchmarks/<setting>_<platform>.json).")
 _ROUNDS = flags.DEFINE_integer("rounds", 10, "Timed steps per measurement (median of these).")
@@ -74,11 +87,14 @@ def _spec() -> subjects.Spec:
         path = flags.FLAGS["config"].config_filename
         name = os.path.splitext(os.path.basename(path.split(":")[0]))[0]
         spec = subjects.from_experiment(_CONFIG.value, name)
+    elif _PRESET.value in CONFIG_PRESETS:
+        get_config, arg = CONFIG_PRESETS[_PRESET.value]
+        spec = subjects.from_experiment(get_config(arg), _PRESET.value)
     elif _PRESET.value is not None:
         spec = subjects.preset(_PRESET.value)
     else:
         raise app.UsageError(f"pass --config=experiments/<name>.py[:args] or "
-                             f"--preset={'|'.join(subjects.PRESETS)}")
+                             f"--preset={'|'.join([*subjects.PRESETS, *CONFIG_PRESETS])}")
     if _BATCH.value:
         spec.batch_size = _BATCH.value
     if _DTYPE.value:
@@ -270,7 +286,8 @@ def measure_models(spec: subjects.Spec) -> dict:
     ratios["mango_remat / mango"] = report.ratios(records["mango_remat"], records["mango"])
     out = {"train": records, "references": {n: r for n, (_, r) in references.items()},
            "ratios": ratios, "inverse": inverse_record, "load_before_timing": load_before}
-    if spec.info.name == "nyudv2" and spec.info.modality_shapes["rgb"][:2] == (256, 256):
+    if (spec.info.name == subjects.TABLE8_DATASET
+            and spec.info.modality_shapes["rgb"][:2] == (256, 256)):
         # The paper's Table 8 (mango_jax.paper): parameters (M), GFLOPs, inference ms.
         out["table8"] = paper.table8_costs()
         out["table8_ratios"] = report.table8_ratios(out["table8"])
