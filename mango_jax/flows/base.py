@@ -130,8 +130,14 @@ def rematerialised(fn, layer, x):
         params, rest, x = saved
         probe = sum(jnp.sum(c.astype(jnp.float32)) for c in jax.tree.leaves(cotangent))
         zero = jnp.isnan(probe).astype(jnp.float32) * 0
-        x, params = jax.tree.map(lambda v: v + zero.astype(v.dtype), (x, params))
-        d_params, d_x = jax.vjp(lambda p, x: apply(p, rest, x), params, x)[1](cotangent)
+
+        def recompute(params, x):
+            # Inside the differentiated function, so that the cotangents keep the inputs' types
+            # (under shard_map, `zero` varies over the devices and the parameters do not).
+            params, x = jax.tree.map(lambda v: v + zero.astype(v.dtype), (params, x))
+            return apply(params, rest, x)
+
+        d_params, d_x = jax.vjp(recompute, params, x)[1](cotangent)
         return d_params, jax.tree.map(_zero_cotangent, rest), d_x
 
     run.defvjp(forward, backward)
