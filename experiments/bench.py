@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import datetime
 import gc
+import importlib
 import importlib.metadata
 import os
 import platform
@@ -46,7 +47,6 @@ import numpy as np
 from absl import app, flags
 from ml_collections import config_flags
 
-from experiments import nyudv2
 from mango_jax import paper
 from mango_jax.bench import report, subjects
 from mango_jax.bench.timing import load_average, round_robin
@@ -55,10 +55,7 @@ from mango_jax.model import token_counts
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "MANGO experiment config file[:args].",
                                           lock_config=False)
-# Presets that are an experiment's config: `{name: (get_config, its argument)}`.
-CONFIG_PRESETS = {"paper_nyudv2_mae": (nyudv2.get_config, None)}
-
-_PRESET = flags.DEFINE_enum("preset", None, [*subjects.PRESETS, *CONFIG_PRESETS],
+_PRESET = flags.DEFINE_enum("preset", None, [*subjects.PRESETS, *subjects.CONFIG_PRESETS],
                             "Built-in setting, used when --config is not given.")
 _OUT = flags.DEFINE_string("out", None, "JSON path (default benchmarks/<setting>_<platform>.json).")
 _ROUNDS = flags.DEFINE_integer("rounds", 10, "Timed steps per measurement (median of these).")
@@ -87,14 +84,14 @@ def _spec() -> subjects.Spec:
         path = flags.FLAGS["config"].config_filename
         name = os.path.splitext(os.path.basename(path.split(":")[0]))[0]
         spec = subjects.from_experiment(_CONFIG.value, name)
-    elif _PRESET.value in CONFIG_PRESETS:
-        get_config, arg = CONFIG_PRESETS[_PRESET.value]
-        spec = subjects.from_experiment(get_config(arg), _PRESET.value)
+    elif _PRESET.value in subjects.CONFIG_PRESETS:
+        module = importlib.import_module(subjects.CONFIG_PRESETS[_PRESET.value])
+        spec = subjects.from_experiment(module.get_config(), _PRESET.value)
     elif _PRESET.value is not None:
         spec = subjects.preset(_PRESET.value)
     else:
         raise app.UsageError(f"pass --config=experiments/<name>.py[:args] or "
-                             f"--preset={'|'.join([*subjects.PRESETS, *CONFIG_PRESETS])}")
+                             f"--preset={'|'.join([*subjects.PRESETS, *subjects.CONFIG_PRESETS])}")
     if _BATCH.value:
         spec.batch_size = _BATCH.value
     if _DTYPE.value:

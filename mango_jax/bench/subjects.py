@@ -33,6 +33,9 @@ from mango_jax.train.sharding import DATA_AXES, batch_sharding, state_shardings
 from mango_jax.train.step import StepConfig, make_train_step
 
 PRESETS = ("paper_nyudv2", "small")
+# Presets that are an experiment's config, `{name: its module}` (`get_config()` with no
+# argument; `experiments.bench` imports it): the paper's NYUDv2 protocol with MAE's ViT-B/16.
+CONFIG_PRESETS = {"paper_nyudv2_mae": "experiments.nyudv2"}
 DEPTH_RULES = ("equal", "params")
 
 

@@ -2,6 +2,7 @@
 bench command end to end at mfeat's runlocal size."""
 
 import functools
+import importlib
 import json
 import os
 import subprocess
@@ -9,7 +10,7 @@ import sys
 
 import pytest
 
-from experiments import bench, mfeat, nyudv2
+from experiments import mfeat, nyudv2
 from mango_jax.bench import subjects
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -58,14 +59,26 @@ def test_bench_command_at_mfeat_size_compares_with_cross_attention(mfeat_data_di
     out = tmp_path / "bench.json"
     command = [sys.executable, "-m", "experiments.bench",
                "--config=experiments/mfeat.py:runlocal",
-               f"--config.data.data_dir={mfeat_data_dir}", "--references=cross_attention",
-               "--sweep=none", "--rounds=1", "--warmup=0", f"--out={out}"]
+               f"--config.data.data_dir={mfeat_data_dir}",
+               "--references=cross_attention,geminifusion=params", "--sweep=none", "--rounds=1",
+               "--warmup=0", f"--out={out}"]
     done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     results = json.loads(out.read_text())
-    assert results["references"] == {"cross_attention": {
-        "depth_rule": "equal", "num_layers": 1, "fusion": "cross_attention"}}
-    assert set(results["train"]) == {"mango", "mango_remat", "cross_attention"}
+    assert results["references"]["cross_attention"] == {
+        "depth_rule": "equal", "num_layers": 1, "fusion": "cross_attention"}
+    assert set(results["train"]) == {"mango", "mango_remat", "cross_attention", "geminifusion"}
+    # A 'params' reference gets the depth whose parameter count is nearest MANGO's.
+    config = mfeat.get_config("runlocal")
+    config.data.data_dir = str(mfeat_data_dir)
+    spec = subjects.from_experiment(config, "x")
+    gemini = results["references"]["geminifusion"]
+    layers, params = subjects.matched_depth(
+        spec.model, spec.info, spec.modalities, "geminifusion",
+        results["train"]["mango"]["params_m"] * 1e6)
+    assert gemini["depth_rule"] == "params" and gemini["num_layers"] == layers
+    assert results["train"]["geminifusion"]["params_m"] == pytest.approx(params / 1e6)
+    assert "mango / geminifusion" in results["ratios"]
     ratio = results["ratios"]["mango / cross_attention"]
     mango, cross = results["train"]["mango"], results["train"]["cross_attention"]
     assert ratio["inference_ms"] == pytest.approx(mango["inference_ms"] / cross["inference_ms"])
@@ -87,8 +100,8 @@ def test_nyudv2_experiments_compare_as_table8_does():
 
 
 def test_mae_preset_is_the_nyudv2_experiment_with_vit_b16_encoders():
-    get_config, arg = bench.CONFIG_PRESETS["paper_nyudv2_mae"]
-    spec = subjects.from_experiment(get_config(arg), "paper_nyudv2_mae")
+    module = importlib.import_module(subjects.CONFIG_PRESETS["paper_nyudv2_mae"])
+    spec = subjects.from_experiment(module.get_config(), "paper_nyudv2_mae")
     # MAE's ViT-B/16 (facebook/vit-mae-base): width 768, 12 blocks of 12 heads, MLP 3072.
     encoder = spec.model.encoder
     assert (spec.model.dim, encoder.patch_size, encoder.depth, encoder.num_heads,
@@ -97,25 +110,3 @@ def test_mae_preset_is_the_nyudv2_experiment_with_vit_b16_encoders():
     assert spec.info.modality_shapes == {"rgb": (256, 256, 3), "depth": (256, 256, 1)}
     assert spec.model.fusion.flow.num_blocks == 12
     assert spec.references == subjects.TABLE8_REFERENCES and spec.homogeneous
-
-
-def test_bench_command_on_nyudv2_matches_geminifusion_to_mango(tmp_path):
-    out = tmp_path / "bench.json"
-    command = [sys.executable, "-m", "experiments.bench",
-               "--config=experiments/nyudv2.py:runlocal", "--references=geminifusion=params",
-               "--batch_size=2", "--sweep=none", "--rounds=1", "--warmup=0", f"--out={out}"]
-    done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=600)
-    assert done.returncode == 0, done.stderr[-3000:]
-    results = json.loads(out.read_text())
-    assert set(results["train"]) == {"mango", "mango_remat", "geminifusion"}
-    reference = results["references"]["geminifusion"]
-    assert reference["depth_rule"] == "params" and reference["shared_weights"] is True
-    # The depth whose parameter count is nearest MANGO's, sharing layers as on RGB-depth.
-    spec = subjects.from_experiment(nyudv2.get_config("runlocal"), "x")
-    layers, params = subjects.matched_depth(
-        spec.model, spec.info, spec.modalities, "geminifusion",
-        results["train"]["mango"]["params_m"] * 1e6, dense=True, homogeneous=True)
-    assert reference["num_layers"] == layers
-    assert results["train"]["geminifusion"]["params_m"] == pytest.approx(params / 1e6)
-    assert "mango / geminifusion" in results["ratios"]
-    assert "table8" not in results  # 32 x 32 pixels is not Table 8's setting
