@@ -107,9 +107,8 @@ def rematerialised(fn, layer, x):
     it holds a NaN), so it cannot start before the backward pass reaches this layer, on any
     backend. The parameters need it as much as `x`: otherwise XLA computes what depends on them
     alone (broadcast norm scales and biases, LICA's W and W⁻¹) once for the forward pass and
-    its recomputation together, and keeps it alive in between, for every layer at once
-    (measured: 28 MiB more temporary memory per block of G at the paper's size, D = 384,
-    2 × 256 tokens, batch 2; with the `+ 0`, none).
+    its recomputation together, and keeps it alive in between, for every layer at once, so a
+    deeper G took more memory per block (`test_remat_memory_does_not_grow_with_depth`).
 
     Gradients flow to `x` and the layer's `nnx.Param`s; `fn` may not update other state (flow
     layers only read their parameters).
