@@ -16,7 +16,5 @@ def test_compile_profile_small(mfeat_data_dir):
                for name, line in rows.items()}
     for params, arrays, *seconds in figures.values():
         assert params > 0 and arrays > 0 and all(s > 0 for s in seconds)
-    # Scanning changes how G compiles, not its parameters; G keeps more arrays per block than
-    # a transformer layer.
-    assert figures["mango (scan)"][:2] == figures["mango"][:2]
+    # G keeps more parameter arrays per block than a transformer layer has.
     assert figures["mango"][1] > figures["transformer"][1]
