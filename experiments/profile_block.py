@@ -90,7 +90,7 @@ def main(argv):
                   coupling_hidden=HIDDEN.value)
     if PATTERN.value:
         config.block_pattern = tuple(PATTERN.value)
-    block = flows.build(config, rngs=nnx.Rngs(0)).layers[0]
+    block = flows.build(config, rngs=nnx.Rngs(0)).children()[0]
     layer = TransformerBlock(dim, num_heads=heads, mlp_ratio=4.0, dropout=0.0, rngs=nnx.Rngs(0))
     print(f"train step of one block, D={dim}, {heads} heads, 2 x {tokens} tokens, "
           f"batch {BATCH.value}, {jax.devices()[0].platform}")

@@ -20,8 +20,10 @@ Results schemas:
      free-form.
   1. `mango_jax.results.Results`: `meta` has exactly its fields.
 
-Checkpoints hold parameters only by their module paths, which these changes kept, so they need
-no step.
+Checkpoints hold parameters by their module paths, which these changes kept. Their one change
+of paths, G's repeated blocks stored stacked under `flow.scan` (its default since 2026-12-07;
+runs saved before held them one by one), is converted when a checkpoint is restored
+(`train.checkpoint`, `nn.stacked.restack`), so it needs no step here either.
 """
 
 from __future__ import annotations

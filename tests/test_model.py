@@ -150,7 +150,7 @@ def test_mango_describes_g_and_draws_attention_only_where_g_has_ica_layers(layer
     # The first layer (MMCA A→B) sees G's input: its map is that layer's attention over the
     # conditioning tokens (modality A) of example 0.
     a, b = model.features(batch)
-    first = model.fusion.flow.layers[0].layers[0]
+    first = model.fusion.flow.children()[0].layers[0]
     x1 = jnp.concatenate([a, b], axis=1)[:1, np.asarray(first.idx1)]
     np.testing.assert_allclose(maps["mmca_ab"], first.attention(x1)[0, 0], rtol=1e-5, atol=1e-6)
 

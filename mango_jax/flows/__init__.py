@@ -55,8 +55,9 @@ def default_config() -> ml_collections.ConfigDict:
     coupling_hidden: hidden width of coupling conditioners. max_log_scale: bound c of the
       coupling log-scale (each layer scales by at most e^c).
     remat: rematerialise each block in the backward pass. seed: LICA permutations.
-    scan: run G's repeated blocks (or pairs of blocks) as one `jax.lax.scan`, compiling one
-      block instead of L (same values; False unrolls them).
+    scan: store G's repeated blocks (or pairs of blocks) stacked and run them as one
+      `jax.lax.scan` (default): XLA compiles one block instead of L and the optimiser updates
+      one array per layer instead of L (same values; False stores and runs them one by one).
     param_dtype: 'float32' (or 'float64' under x64).
     <kind>: the fields of a layer kind that has its own, declared by its module (`DEFAULTS`),
       e.g. `glow.kernel_size`, `flowpp.num_components`.
@@ -73,7 +74,7 @@ def default_config() -> ml_collections.ConfigDict:
     config.coupling_hidden = 512
     config.max_log_scale = 2.0
     config.remat = False
-    config.scan = False
+    config.scan = True
     config.seed = 0
     config.param_dtype = "float32"
     for kind, module in KINDS.items():

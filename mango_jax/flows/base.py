@@ -150,27 +150,71 @@ def _zero_cotangent(value):
     return np.zeros(value.shape, jax.dtypes.float0)
 
 
+def _repeat_period(layers) -> int:
+    """The shortest period (1 or 2) of the layers' structures (graph and array shapes) with at
+    least two groups; 0 when they do not repeat."""
+    defs = [(nnx.graphdef(layer), jax.tree.map(lambda v: (v.shape, v.dtype), nnx.state(layer)))
+            for layer in layers]
+    for period in (1, 2):
+        count = len(layers) // period
+        if count >= 2 and all(defs[i] == defs[i % period] for i in range(count * period)):
+            return period
+    return 0
+
+
 class Sequential(InvertibleLayer):
-    """Composition `layers[-1] ∘ … ∘ layers[0]`; the inverse runs the layers in reverse.
+    """Composition `children[-1] ∘ … ∘ children[0]`; the inverse runs them in reverse.
 
     With `remat=True` each child is rematerialised (`rematerialised`), so a training step keeps
     only the child boundaries alive and recomputes the inside during the backward pass.
 
     With `scan=True`, children that repeat one structure (every child, or every pair of
-    children, as in blocks alternating a parity) run as one `jax.lax.scan` over their stacked
-    state, with the unrolled loop's values; children of other structures run unrolled. XLA then
-    compiles one body instead of L. Measured with `remat` (a block keeps only its input; CPU,
-    `python -m experiments.flow_modes`): G's train step at the paper's size compiled in 19 s
-    instead of 40 s, in a quarter of the memory and at remat's step time, and at mfeat's size
-    no slower. Without remat the scan stacks every block's residuals into loop buffers and ran
-    slower than the unrolled loop. Both are off by default, as remat costs a third more FLOPs
-    where memory is not short.
+    children, as in blocks alternating a parity) are stored stacked: `stacked` (the name
+    `nn.stacked.STACKED`, by which checkpoints, `nn.freeze` and the optimiser find stacked
+    arrays) holds one group whose every array has a leading axis of `repeats`, and they run as
+    one `jax.lax.scan` over it, with the unrolled loop's values; children after the last whole
+    group stay in `layers`.
+    XLA then compiles one body instead of L, and the optimiser updates one array per layer
+    kind and position instead of one per block (its compile time follows the number of arrays,
+    `experiments.compile_profile`). `children()` / `set_children()` give and take the children
+    one by one in either storage.
     """
 
     def __init__(self, layers, *, remat: bool = False, scan: bool = False):
-        self.layers = nnx.List(layers)
+        layers = list(layers)
         self.remat = remat
         self.scan = scan
+        self.unroll = False  # `with_scans_unrolled`
+        period = _repeat_period(layers) if scan else 0
+        self.repeats = len(layers) // period if period else 0
+        count = self.repeats * period
+        self.stacked = nnx.List(layers[:period]) if period else None
+        if period:
+            self._store(layers[:count])
+        self.layers = nnx.List(layers[count:])
+
+    def _store(self, children) -> None:
+        period = len(self.stacked)
+        states = [nnx.state(nnx.List(children[i:i + period]))
+                  for i in range(0, len(children), period)]
+        nnx.update(self.stacked, jax.tree.map(lambda *leaves: jnp.stack(leaves), *states))
+
+    def children(self) -> list:
+        """Every child in order; stacked ones as copies, which `set_children` writes back."""
+        if self.stacked is None:
+            return list(self.layers)
+        graphdef, state = nnx.split(self.stacked)
+        copies = [layer for i in range(self.repeats)
+                  for layer in nnx.merge(graphdef, jax.tree.map(lambda v, i=i: v[i], state))]
+        return copies + list(self.layers)
+
+    def set_children(self, children) -> None:
+        children = list(children)
+        count = self.repeats * len(self.stacked) if self.stacked is not None else 0
+        if count:
+            self._store(children[:count])
+        for layer, child in zip(self.layers, children[count:], strict=True):
+            nnx.update(layer, nnx.state(child))
 
     def _chain(self, fn, layers, x, total):
         """`fn` through `layers` in order, adding up their log-dets into `total`."""
@@ -179,40 +223,22 @@ class Sequential(InvertibleLayer):
             total = total + logdet.astype(total.dtype)
         return x, total
 
-    def _period(self) -> int:
-        """The shortest period (1 or 2) of the children's structures with at least two groups;
-        0 when they do not repeat."""
-        layers = list(self.layers)
-        defs = [nnx.graphdef(layer) for layer in layers]
-        for period in (1, 2):
-            count = len(layers) // period
-            if count >= 2 and all(defs[i] == defs[i % period] for i in range(count * period)):
-                return period
-        return 0
+    def _scanned(self, fn, x, total, *, reverse: bool):
+        graphdef, state = nnx.split(self.stacked)
 
-    def _scanned(self, fn, groups, x, total, *, reverse: bool):
-        graphdefs = [nnx.graphdef(layer) for layer in groups[0]]
-        stacked = jax.tree.map(lambda *leaves: jnp.stack(leaves),
-                               *[[nnx.state(layer) for layer in group] for group in groups])
+        def body(carry, state):
+            layers = list(nnx.merge(graphdef, state))
+            return self._chain(fn, layers[::-1] if reverse else layers, *carry), None
 
-        def body(carry, states):
-            x, total = carry
-            layers = [nnx.merge(g, s) for g, s in zip(graphdefs, states, strict=True)]
-            return self._chain(fn, layers[::-1] if reverse else layers, x, total), None
-
-        return jax.lax.scan(body, (x, total), stacked, reverse=reverse)[0]
+        return jax.lax.scan(body, (x, total), state, reverse=reverse, unroll=self.unroll)[0]
 
     def _run(self, fn, x, *, reverse: bool):
-        layers = list(self.layers)
-        period = self._period() if self.scan else 0
         total = zero_logdet(x)
-        count = len(layers) // period if period else 0
-        groups = [layers[i * period:(i + 1) * period] for i in range(count)]
-        rest = layers[count * period:]
+        rest = list(self.layers)
         if reverse:
             x, total = self._chain(fn, rest[::-1], x, total)
-        if groups:
-            x, total = self._scanned(fn, groups, x, total, reverse=reverse)
+        if self.stacked is not None:
+            x, total = self._scanned(fn, x, total, reverse=reverse)
         if not reverse:
             x, total = self._chain(fn, rest, x, total)
         return x, total
@@ -222,3 +248,15 @@ class Sequential(InvertibleLayer):
 
     def inverse(self, y):
         return self._run(_inverse, y, reverse=True)
+
+
+def with_scans_unrolled(graphdef, *state):
+    """`graphdef` with the scan of every stacked `Sequential` in it unrolled into straight-line
+    code, or None when it has none: the program to count FLOPs on, since XLA's cost analysis
+    counts a loop's body once."""
+    tree = nnx.merge(graphdef, *state)
+    stacked = [module for _, module in nnx.iter_modules(tree)
+               if isinstance(module, Sequential) and module.stacked is not None]
+    for module in stacked:
+        module.unroll = True
+    return nnx.graphdef(tree) if stacked else None

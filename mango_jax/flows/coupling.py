@@ -8,6 +8,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from mango_jax.flows.base import InvertibleLayer, logdet_dtype
+from mango_jax.nn.constant import Constant
 
 
 def bounded_log_scale(raw: jax.Array, max_log_scale: float) -> jax.Array:
@@ -100,6 +101,10 @@ class AffineCoupling(Coupling):
     One channel half (`parity` 0: the first ⌈D/2⌉ channels; 1: the rest) conditions an
     elementwise affine map of the other half. The log-scale is `c·tanh(raw/c)` with
     `c = max_log_scale`, so each layer's Jacobian has singular values in `[e^-c, e^c]`.
+
+    For even D the parity is a `Constant` and the halves are dynamic slices, so that layers of
+    either parity share one structure and G's blocks stack and scan one by one instead of in
+    pairs (`Sequential`); for odd D the halves differ in width and the parity is static.
     """
 
     def __init__(self, dim: int, hidden: int, *, parity: int = 0, max_log_scale: float = 2.0,
@@ -107,15 +112,29 @@ class AffineCoupling(Coupling):
         if dim < 2:
             raise ValueError(f"AffineCoupling needs at least 2 channels, got dim={dim}")
         self.split = (dim + 1) // 2
-        self.parity = parity % 2
         self.max_log_scale = max_log_scale
-        d_cond = self.split if self.parity == 0 else dim - self.split
+        if dim % 2:
+            self.parity = parity % 2
+        else:
+            self.parity = Constant(jnp.asarray(parity % 2, jnp.int32))
+        d_cond = self.split if parity % 2 == 0 else dim - self.split
         self.conditioner = Conditioner(d_cond, dim - d_cond, hidden, rngs=rngs,
                                        param_dtype=param_dtype)
 
+    def _starts(self):
+        """Where the conditioning and the moved halves start (even D)."""
+        start = self.parity[...] * self.split
+        return start, self.split - start
+
     def partition(self, x):
-        first, second = x[..., : self.split], x[..., self.split:]
-        return (first, second) if self.parity == 0 else (second, first)
+        if isinstance(self.parity, int):
+            first, second = x[..., : self.split], x[..., self.split:]
+            return (first, second) if self.parity == 0 else (second, first)
+        cond, moved = self._starts()
+        return (jax.lax.dynamic_slice_in_dim(x, cond, self.split, axis=-1),
+                jax.lax.dynamic_slice_in_dim(x, moved, self.split, axis=-1))
 
     def merge(self, x, cond, moved):
-        return jnp.concatenate([cond, moved] if self.parity == 0 else [moved, cond], axis=-1)
+        if isinstance(self.parity, int):
+            return jnp.concatenate([cond, moved] if self.parity == 0 else [moved, cond], axis=-1)
+        return jax.lax.dynamic_update_slice_in_dim(x, moved, self._starts()[1], axis=-1)

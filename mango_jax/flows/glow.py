@@ -94,8 +94,10 @@ def initialize_actnorms(flow: InvertibleLayer, x: jax.Array) -> jax.Array:
     it after the layers before it have been initialised. Call once, eagerly, before training.
     """
     if isinstance(flow, Sequential):
-        for layer in flow.layers:
+        children = flow.children()
+        for layer in children:
             x = initialize_actnorms(layer, x)
+        flow.set_children(children)
         return x
     if isinstance(flow, ActNorm):
         flow.initialize(x)

@@ -133,7 +133,7 @@ class MangoFusion(FusionModule):
             a, b = model.features(batch)
             x = jnp.concatenate([a, b], axis=1)[:1]
             maps = {}
-            block = model.fusion.flow.layers[0].layers
+            block = model.fusion.flow.children()[0].children()
             for kind, layer in zip(model.fusion.block_pattern, block, strict=True):
                 attn = None
                 if isinstance(layer, flows.ICA):

@@ -2,6 +2,7 @@
 
 from mango_jax.nn.constant import Constant
 from mango_jax.nn.precompute import Precomputed, freeze
+from mango_jax.nn.stacked import STACKED, stack_depth
 from mango_jax.nn.transformer import (
     ACTIVATIONS,
     Mlp,
@@ -11,5 +12,5 @@ from mango_jax.nn.transformer import (
     check_heads,
 )
 
-__all__ = ["ACTIVATIONS", "Constant", "Mlp", "MultiHeadAttention", "Precomputed",
-           "TransformerBlock", "activation", "check_heads", "freeze"]
+__all__ = ["ACTIVATIONS", "Constant", "Mlp", "MultiHeadAttention", "Precomputed", "STACKED",
+           "TransformerBlock", "activation", "check_heads", "freeze", "stack_depth"]

@@ -11,6 +11,8 @@ from __future__ import annotations
 import jax
 from flax import nnx
 
+from mango_jax.nn.stacked import stack_depth
+
 
 class Precomputed(nnx.Variable):
     """A function of a module's parameters, stored by `freeze`: neither trained nor saved."""
@@ -24,15 +26,23 @@ def freeze(model: nnx.Module) -> nnx.Module:
     freeze the model again after changing its parameters.
     """
     frozen = nnx.clone(model)
-    modules = [m for _, m in nnx.iter_modules(frozen) if callable(getattr(m, "precompute", None))]
-    if not modules:
+    found = [(path, m) for path, m in nnx.iter_modules(frozen)
+             if callable(getattr(m, "precompute", None))]
+    if not found:
         return frozen
-    graphdef, state = nnx.split(modules)
+    splits = [nnx.split(m) for _, m in found]
+
+    def value(graphdef, depth):
+        fn = lambda state: nnx.merge(graphdef, state).precompute()  # noqa: E731
+        for _ in range(depth):  # stacked modules: once per repeat
+            fn = jax.vmap(fn)
+        return fn
 
     @jax.jit
-    def values(state):
-        return [m.precompute() for m in nnx.merge(graphdef, state)]
+    def values(states):
+        return [value(graphdef, stack_depth(path))(state)
+                for (path, _), (graphdef, _), state in zip(found, splits, states, strict=True)]
 
-    for module, value in zip(modules, values(state), strict=True):
-        module.precomputed = nnx.data(Precomputed(value))
+    for (_, module), v in zip(found, values([s for _, s in splits]), strict=True):
+        module.precomputed = nnx.data(Precomputed(v))
     return frozen

@@ -33,6 +33,7 @@ from orbax.checkpoint.checkpoint_managers import preservation_policy as policy
 
 from mango_jax.data.pipeline import TrainIterator
 from mango_jax.nn import Constant
+from mango_jax.nn.stacked import restack
 
 
 def _is_key(x) -> bool:
@@ -152,10 +153,35 @@ class Checkpointer:
             other_topology = self._data_state_of_other_topology(step, data_iter)
             if other_topology is None:
                 items["data"] = grain.checkpoint.CheckpointRestore(data_iter)
-        restored = self.manager.restore(step, args=ocp.args.Composite(**items))
+        try:
+            restored = self.manager.restore(step, args=ocp.args.Composite(**items))["state"]
+        except Exception as error:
+            restored = self._restacked(step, state)
+            if restored is None:
+                raise error
+            if "data" in items:
+                self.manager.restore(step, args=ocp.args.Composite(data=items["data"]))
         if other_topology is not None:
             data_iter.set_state(other_topology)
-        return from_saveable(state, restored["state"])
+        return from_saveable(state, restored)
+
+    def _restacked(self, step: int, state: nnx.State) -> dict | None:
+        """Checkpoint `step` as saved, put in the layout of `state` where the model now stores
+        repeated layers stacked (`nn.stacked.restack`: runs saved before G's scanned blocks
+        were stored stacked) and onto its devices; None when that is not the difference."""
+        target = _abstract(state)
+        try:
+            saved = self.manager.restore(step, args=ocp.args.Composite(
+                state=ocp.args.StandardRestore()))["state"]
+            restacked = restack(saved, target)
+        except Exception:  # unreadable, or another layout: the caller reports the first error
+            return None
+        if jax.tree.structure(restacked) != jax.tree.structure(target) or any(
+                r.shape != t.shape for r, t in zip(jax.tree.leaves(restacked),
+                                                   jax.tree.leaves(target), strict=True)):
+            return None
+        return jax.tree.map(lambda r, t: jax.device_put(r, t.sharding).astype(t.dtype),
+                            restacked, target)
 
     def set_aside(self) -> list[str]:
         """Renames the unreadable checkpoints of the last `restore` to `<step>.unreadable`

@@ -8,6 +8,8 @@ import jax
 import ml_collections
 import optax
 
+from mango_jax.nn.stacked import stack_depth
+
 SCOPES = ("none", "pretrained", "encoders", "all")
 ENCODERS = ("encoder_a", "encoder_b")  # MultimodalModel's encoders of modalities[0], [1]
 EMBEDDING = ("patch", "embed", "cls_token", "position")  # an encoder's layer 0
@@ -111,7 +113,8 @@ def parameter_groups(config, params, pretrained_roots=()) -> dict[tuple, tuple]:
         root = names[0]
         scale = (config.layer_decay ** (depth[root] + 1 - _layer(names, depth[root]))
                  if root in ENCODERS else 1.0)
-        excluded = leaf.ndim <= 1 or any(n in NO_DECAY_NAMES for n in names)
+        excluded = (leaf.ndim - stack_depth(names) <= 1  # per repeat, for stacked ones
+                    or any(n in NO_DECAY_NAMES for n in names))
         decay = not (excluded and in_scope(config.decay_exclusions, root))
         frozen = (in_scope(config.freeze, root)
                   and not any(n in TRAINABLE_IN_FROZEN for n in names))

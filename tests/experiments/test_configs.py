@@ -194,7 +194,7 @@ def test_blocks_argument_sets_depth_of_g_and_of_baselines(blocks):
         baseline = module.get_config(f"blocks={blocks},fusion=tokenfusion")
         assert baseline.model.fusion.name == "tokenfusion"
         assert baseline.model.fusion.num_layers == blocks, name
-    assert len(built_flow(nyudv2.get_config("blocks=2,runlocal")).layers) == 1  # runlocal: 1
+    assert len(built_flow(nyudv2.get_config("blocks=2,runlocal")).children()) == 1  # runlocal: 1
 
 
 @pytest.mark.parametrize("name", ["nyudv2", "sunrgbd"])

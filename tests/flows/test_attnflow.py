@@ -37,9 +37,9 @@ def perturbed_flow():
 def layer_of(name):
     """A perturbed iMap or iTrans of block 0 or 1, or a whole block."""
     flow = perturbed_flow()
-    return {"imap0": flow.layers[0].layers[1], "imap1": flow.layers[1].layers[1],
-            "itrans0": flow.layers[0].layers[2], "itrans1": flow.layers[1].layers[2],
-            "block": flow.layers[1]}[name]
+    return {"imap0": flow.children()[0].layers[1], "imap1": flow.children()[1].layers[1],
+            "itrans0": flow.children()[0].layers[2], "itrans1": flow.children()[1].layers[2],
+            "block": flow.children()[1]}[name]
 
 
 def conditioning_entries(layer, x):
@@ -92,8 +92,8 @@ class AttnFlowTest(chex.TestCase, parameterized.TestCase):
     def test_build_gives_num_blocks(self):
         config = small_config(num_blocks=3)
         flow = flows.build(config, rngs=nnx.Rngs(0))
-        self.assertLen(flow.layers, 3)
-        for b, blk in enumerate(flow.layers):
+        self.assertLen(flow.children(), 3)
+        for b, blk in enumerate(flow.children()):
             actnorm, imap, itrans, coupling = blk.layers
             self.assertIsInstance(actnorm, flows.ActNorm)
             self.assertIsInstance(imap, attnflow.IMap)

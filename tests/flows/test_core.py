@@ -24,7 +24,7 @@ KINDS = ("mmca_ab", "mmca_ba", "imca_1", "imca_2", "imca_3", "imca_4", "lica", "
 def make_layer(kind, seed=0, imca_split="contiguous"):
     config = small_config(block_pattern=(kind,), imca_split=imca_split)
     flow = flows.build(config, rngs=nnx.Rngs(seed))
-    return checks.perturb(flow.layers[0].layers[0], jax.random.key(seed + 100))
+    return checks.perturb(flow.children()[0].layers[0], jax.random.key(seed + 100))
 
 
 class LayerTest(chex.TestCase, parameterized.TestCase):
@@ -76,8 +76,8 @@ class BlockTest(chex.TestCase):
     def test_build_structure_and_remat(self):
         config = small_config()
         flow = flows.build(config, rngs=nnx.Rngs(0))
-        self.assertLen(flow.layers, config.num_blocks)
-        self.assertLen(flow.layers[0].layers, len(config.block_pattern))
+        self.assertLen(flow.children(), config.num_blocks)
+        self.assertLen(flow.children()[0].layers, len(config.block_pattern))
         flow = checks.perturb(flow, jax.random.key(1))
         remat_flow = flows.build(small_config(remat=True), rngs=nnx.Rngs(0))
         nnx.update(remat_flow, nnx.state(flow))
@@ -92,16 +92,19 @@ class BlockTest(chex.TestCase):
         chex.assert_trees_all_close(value_r, value, atol=1e-6)
         chex.assert_trees_all_close(grads_r, grads, atol=1e-6)
 
-    def test_remat_memory_does_not_grow_with_depth(self):
+    @parameterized.parameters(False, True)
+    def test_remat_memory_does_not_grow_with_depth(self, scan):
         """With remat, a deeper G holds one more block input per block and nothing else: what
         depends on the parameters alone (broadcast norm scales, LICA's W) is recomputed too,
-        not kept from the forward pass. Before the parameters went through the cotangent's
-        `+ 0`, this size held 4.9 MiB more at two blocks than at one."""
+        not kept from the forward pass, whether the blocks are unrolled or scanned. Before the
+        parameters went through the cotangent's `+ 0`, this size held 4.9 MiB more at two
+        unrolled blocks than at one."""
         batch, tokens, dim = 2, 128, 128
 
         def temp_bytes(num_blocks):
-            config = small_config(num_blocks=num_blocks, remat=True, dim=dim, num_heads=8,
-                                  coupling_hidden=dim, tokens_per_modality=(tokens, tokens))
+            config = small_config(num_blocks=num_blocks, remat=True, scan=scan, dim=dim,
+                                  num_heads=8, coupling_hidden=dim,
+                                  tokens_per_modality=(tokens, tokens))
             graphdef, params, rest = nnx.split(flows.build(config, rngs=nnx.Rngs(0)),
                                                nnx.Param, ...)
 
@@ -114,24 +117,32 @@ class BlockTest(chex.TestCase):
             return compiled.memory_analysis().temp_size_in_bytes
 
         block_input = batch * 2 * tokens * dim * 4
-        self.assertLessEqual(temp_bytes(2) - temp_bytes(1), block_input)
+        self.assertLessEqual(temp_bytes(4) - temp_bytes(2), 2 * block_input)
 
-    @parameterized.parameters(("mango", 5, False, 2), ("mango", 4, True, 2),
-                              ("glow", 3, False, 1))
-    def test_scanned_blocks_equal_unrolled(self, layer, num_blocks, remat, period):
-        """`flow.scan` runs the blocks as one lax.scan with the unrolled values: MANGO's blocks
-        in pairs (the coupling's parity alternates; an odd last block runs after the scan),
-        Glow's one by one (their permutations differ only in value). MANGO's blocks keep one
-        layer of each kind that differs between blocks or pairs (LICA, coupling)."""
-        fields = dict(layer=layer, num_blocks=num_blocks, remat=remat)
+    @parameterized.parameters(("mango", 5, False, 1), ("mango", 4, True, 1),
+                              ("mango", 5, False, 2, 11), ("glow", 3, False, 1))
+    def test_scanned_blocks_equal_unrolled(self, layer, num_blocks, remat, period, dim=D):
+        """`flow.scan` stores the blocks stacked and runs them as one lax.scan with the
+        unrolled values: MANGO's blocks one by one (the coupling's parity is a constant), or in
+        pairs at an odd width, where the parities' halves differ (an odd last block runs after
+        the scan), Glow's one by one (their permutations differ only in
+        value). MANGO's blocks keep one layer of each kind that differs between blocks or
+        pairs (LICA, coupling). Gradients are the unrolled ones, stacked."""
+        fields = dict(layer=layer, num_blocks=num_blocks, remat=remat, dim=dim,
+                      num_heads=1 if dim % 2 else HEADS)
         if layer == "mango":
             fields["block_pattern"] = ("mmca_ab", "imca_2", "lica", "coupling")
-        flow = checks.perturb(flows.build(small_config(**fields), rngs=nnx.Rngs(0)),
-                              jax.random.key(3))
+        flow = checks.perturb(flows.build(small_config(**fields, scan=False),
+                                          rngs=nnx.Rngs(0)), jax.random.key(3))
         scanned = flows.build(small_config(**fields, scan=True), rngs=nnx.Rngs(1))
-        nnx.update(scanned, nnx.state(flow))
-        self.assertEqual(scanned._period(), period)
-        x = inputs()
+        scanned.set_children(flow.children())
+        repeats = num_blocks // period
+        self.assertLen(scanned.stacked, period)
+        self.assertEqual(scanned.repeats, repeats)
+        self.assertLen(scanned.layers, num_blocks - period * repeats)
+        for leaf in jax.tree.leaves(nnx.state(scanned.stacked)):
+            self.assertEqual(leaf.shape[0], repeats)
+        x = inputs(shape=(B, 2 * M, dim))
         self.assertIn("scan", str(jax.make_jaxpr(lambda x: scanned(x))(x)))
         self.assertNotIn("scan", str(jax.make_jaxpr(lambda x: flow(x))(x)))
         for run in (nnx.jit(lambda f: f(x)), nnx.jit(lambda f: f.inverse(x))):
@@ -142,15 +153,40 @@ class BlockTest(chex.TestCase):
             return jnp.mean(flows.nll_bits_per_dim(z, logdet))
 
         step = nnx.jit(nnx.value_and_grad(loss))
-        chex.assert_trees_all_close(step(scanned, x), step(flow, x), atol=1e-6, rtol=1e-5)
+        (value, grads), (expected_value, expected_grads) = step(scanned, x), step(flow, x)
+        self.assertAlmostEqual(float(value), float(expected_value), places=5)
+        graphdef, _, rest = nnx.split(flow, nnx.Param, ...)
+        stacked = flows.build(small_config(**fields, scan=True), rngs=nnx.Rngs(2))
+        stacked.set_children(nnx.merge(graphdef, expected_grads, rest).children())
+        chex.assert_trees_all_close(grads, nnx.state(stacked, nnx.Param), atol=1e-6,
+                                    rtol=1e-5)
+
+    def test_children_round_trip_through_stacked_storage(self):
+        """`children()` gives the blocks in order as the unrolled flow holds them, and
+        `set_children` stores edited copies back."""
+        fields = dict(num_blocks=5, block_pattern=("mmca_ab", "lica", "coupling"))
+        flow = checks.perturb(flows.build(small_config(**fields, scan=False),
+                                          rngs=nnx.Rngs(0)), jax.random.key(4))
+        scanned = flows.build(small_config(**fields, scan=True), rngs=nnx.Rngs(1))
+        scanned.set_children(flow.children())
+        children = scanned.children()
+        self.assertLen(children, 5)
+        for got, want in zip(children, flow.children(), strict=True):
+            chex.assert_trees_all_equal(nnx.state(got), nnx.state(want))
+        children[3].layers[0].mix_logit[...] = jnp.full_like(
+            children[3].layers[0].mix_logit[...], 0.5)
+        scanned.set_children(children)
+        chex.assert_trees_all_equal(nnx.state(scanned.children()[3]), nnx.state(children[3]))
+        chex.assert_trees_all_equal(nnx.state(scanned.children()[1]), nnx.state(flow.children()[1]))
 
     def test_unequal_blocks_are_not_scanned(self):
         """Blocks of different structures (here, different block patterns) run unrolled."""
         blocks = [flows.build(small_config(num_blocks=1, block_pattern=pattern),
-                              rngs=nnx.Rngs(0)).layers[0]
+                              rngs=nnx.Rngs(0)).children()[0]
                   for pattern in (("mmca_ab", "coupling"), ("lica",), ("mmca_ab", "coupling"))]
         flow = flows.Sequential(blocks, scan=True)
-        self.assertEqual(flow._period(), 0)
+        self.assertIsNone(flow.stacked)
+        self.assertLen(flow.children(), 3)
         x = inputs()
         chex.assert_trees_all_close(flow(x), flows.Sequential(blocks)(x))
 

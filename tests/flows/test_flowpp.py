@@ -31,7 +31,7 @@ def perturbed_flow(seed=0, relative=0.5):
 
 def layer_of(name):
     flow = perturbed_flow()
-    return {"coupling": flow.layers[1].layers[2], "block": flow.layers[0]}[name]
+    return {"coupling": flow.children()[1].layers[2], "block": flow.children()[0]}[name]
 
 
 def extreme_mixture(key, shape, k=4, m=1.0, c=1.0):
@@ -84,8 +84,8 @@ class FlowPPTest(chex.TestCase, parameterized.TestCase):
 
     def test_build_gives_num_blocks(self):
         flow = flows.build(small_config(num_blocks=3), rngs=nnx.Rngs(0))
-        self.assertLen(flow.layers, 3)
-        for b, blk in enumerate(flow.layers):
+        self.assertLen(flow.children(), 3)
+        for b, blk in enumerate(flow.children()):
             self.assertEqual([type(layer) for layer in blk.layers],
                              [ActNorm, ChannelMixLU, flowpp.MixtureLogisticCoupling])
             self.assertEqual(blk.layers[2].moved, flows.realnvp.channel_partition(D, b)[1])

@@ -34,9 +34,9 @@ LAYERS = {"mix": (0, 1), "coupling": (0, 2), "block": None}
 def layer_of(name):
     flow = perturbed_flow()
     if LAYERS[name] is None:
-        return flow.layers[0]
+        return flow.children()[0]
     index, position = LAYERS[name]
-    return flow.layers[index].layers[position]
+    return flow.children()[index].layers[position]
 
 
 ContractTest = flowtest.contract_tests(layer_of, tuple(LAYERS), logdet_names=("mix", "block"))
@@ -80,7 +80,7 @@ class GlowTest(chex.TestCase):
         chex.assert_trees_all_close(z, flow(x)[0], atol=1e-5)
         count = 0
         h = x
-        for blk in flow.layers:
+        for blk in flow.children():
             for layer in blk.layers:
                 h = layer(h)[0]
                 if isinstance(layer, ActNorm):
@@ -95,10 +95,10 @@ class GlowTest(chex.TestCase):
     def test_build_gives_num_blocks_of_glow_steps(self):
         config = small_config(**{"num_blocks": 3, "glow.steps_per_block": 2})
         flow = flows.build(config, rngs=nnx.Rngs(0))
-        self.assertLen(flow.layers, 3)
-        kinds = [type(layer) for layer in flow.layers[1].layers]
+        self.assertLen(flow.children(), 3)
+        kinds = [type(layer) for layer in flow.children()[1].layers]
         self.assertEqual(kinds, [ActNorm, glow.ChannelMixLU, flows.realnvp.PartitionedCoupling] * 2)
-        perms = {tuple(np.asarray(layer.mix.perm[...])) for blk in flow.layers
+        perms = {tuple(np.asarray(layer.mix.perm[...])) for blk in flow.children()
                  for layer in blk.layers if isinstance(layer, glow.ChannelMixLU)}
         self.assertLen(perms, 6)  # every 1×1 convolution starts from its own permutation
         flow = checks.perturb(flow, jax.random.key(2))

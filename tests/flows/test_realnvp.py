@@ -28,7 +28,7 @@ def perturbed_flow():
 
 
 def block(index):
-    return perturbed_flow().layers[index]
+    return perturbed_flow().children()[index]
 
 
 # (block, layer): the token coupling of every partition, and both channel parities.
@@ -74,8 +74,8 @@ class RealNVPTest(chex.TestCase, parameterized.TestCase):
     def test_build_gives_num_blocks_that_invert(self):
         config = small_config(num_blocks=5)
         flow = flows.build(config, rngs=nnx.Rngs(0))
-        self.assertLen(flow.layers, 5)
-        for b, blk in enumerate(flow.layers):
+        self.assertLen(flow.children(), 5)
+        for b, blk in enumerate(flow.children()):
             (layer,) = blk.layers
             if b % 2 == 0:
                 self.assertEqual(layer.axis, realnvp.TOKENS)

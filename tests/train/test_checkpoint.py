@@ -1,18 +1,25 @@
 """Checkpoints hold what training changes, not the config's `nn.Constant`s: a run restores
-into the model its config builds, whether it was saved with or without such arrays."""
+into the model its config builds, whether it was saved with or without such arrays, and with
+its repeated blocks stored one by one or stacked."""
 
 from __future__ import annotations
 
 import os
 
+import chex
 import grain
+import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import orbax.checkpoint as ocp
 from flax import nnx
 
+from mango_jax import flows
+from mango_jax.flows import checks
 from mango_jax.nn import Constant
 from mango_jax.train.checkpoint import Checkpointer
+from tests.flows.flowtest import inputs, small_config
 
 
 class WithConstant(nnx.Module):
@@ -58,3 +65,43 @@ def test_a_checkpoint_from_before_an_array_became_a_constant_restores(tmp_path):
     _, state = Checkpointer(directory).restore(nnx.state(target))
     np.testing.assert_array_equal(state["weight"][...], np.full(3, 3.0))
     np.testing.assert_array_equal(state["perm"][...], target.perm[...])
+
+
+def test_a_run_saved_before_scanned_blocks_were_stored_stacked_restores(tmp_path):
+    """A `flow.scan` run saved its blocks one by one, as the unrolled flow holds them; the
+    model its config builds now stores them stacked. Parameters and Adam's moments restore into
+    the stacked layout, block by block."""
+    # An odd width: the couplings' halves differ, so G stacks pairs and runs a fifth block after.
+    config = small_config(num_blocks=5, block_pattern=("mmca_ab", "lica", "coupling"),
+                          scan=False, dim=11, num_heads=1)
+    saved = checks.perturb(flows.build(config, rngs=nnx.Rngs(0)), jax.random.key(1))
+    optimizer = nnx.Optimizer(saved, optax.adam(0.1), wrt=nnx.Param)
+    grads = nnx.grad(lambda flow: jnp.sum(flow(inputs(shape=(2, 12, 11)))[0] ** 2))(saved)
+    optimizer.update(saved, grads)
+    directory = str(tmp_path / "checkpoints")
+    _save(directory, nnx.Dict(model=saved, optimizer=optimizer))
+
+    config.scan = True
+    model = flows.build(config, rngs=nnx.Rngs(2))
+    target = nnx.Dict(model=model, optimizer=nnx.Optimizer(model, optax.adam(0.1),
+                                                          wrt=nnx.Param))
+    graphdef, state = nnx.split(target)
+    _, restored = Checkpointer(directory).restore(state)
+    restored = nnx.merge(graphdef, restored)
+    for got, want in zip(restored.model.children(), saved.layers, strict=True):
+        chex.assert_trees_all_equal(nnx.state(got), nnx.state(want))
+    period, count = len(restored.model.stacked), len(restored.model.children())
+    mu, saved_mu = restored.optimizer.opt_state[0].mu, optimizer.opt_state[0].mu
+    remainder_checked = False
+    for block in range(count):
+        want = saved_mu["layers"][block]["layers"][2]["conditioner"]["out"]["bias"][...]
+        if block < period * restored.model.repeats:
+            got = mu["stacked"][block % period]["layers"][2]["conditioner"]["out"]["bias"][...]
+            got = got[block // period]
+        else:
+            got = mu["layers"][block - period * restored.model.repeats]["layers"][2][
+                "conditioner"]["out"]["bias"][...]
+            remainder_checked = True
+        np.testing.assert_array_equal(got, want)
+        assert np.any(want != 0)
+    assert remainder_checked  # the last block runs after the stacked pairs

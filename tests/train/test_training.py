@@ -166,7 +166,7 @@ def test_glow_actnorms_are_initialised_from_the_first_batch_and_not_on_resume(mf
                                     train=True, seed=config.data.seed))
     a, b = model.features(first)
     x = np.concatenate([np.asarray(a, np.float64), np.asarray(b, np.float64)], axis=1)
-    actnorm = model.fusion.flow.layers[0].layers[0]  # G's first layer sees the features
+    actnorm = model.fusion.flow.children()[0].layers[0]  # G's first layer sees the features
     assert isinstance(actnorm, flows.ActNorm)
     np.testing.assert_allclose(actnorm.bias[...], -x.mean(axis=(0, 1)), rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(actnorm.log_scale[...], -np.log(x.std(axis=(0, 1))), rtol=1e-4,
@@ -179,7 +179,7 @@ def test_glow_actnorms_are_initialised_from_the_first_batch_and_not_on_resume(mf
     trained = nnx.to_pure_dict(nnx.state(trainer.model.fusion.flow, nnx.Param))
 
     resumed = loop.Trainer(config, workdir)
-    fresh = resumed.model.fusion.flow.layers[0].layers[0]
+    fresh = resumed.model.fusion.flow.children()[0].layers[0]
     np.testing.assert_array_equal(fresh.bias[...], 0.0)  # not initialised again
     np.testing.assert_array_equal(fresh.log_scale[...], 0.0)
     assert resumed.resume() and resumed.step == 3
