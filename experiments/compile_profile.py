@@ -8,10 +8,11 @@ For each model this lowers and compiles the project's train step (`make_train_st
 `experiments.bench` does) and, apart from it, the optimiser's update of the same parameters
 (the setting's optax chain, gradients as an input, state donated), and prints the seconds of
 each with the parameter count and the number of parameter arrays. The update runs a few
-fused operations per array, so its compile time follows the number of arrays, not their size;
-G has one set of arrays per block and layer. `flow.scan` (one `lax.scan` over G's blocks)
-compiles one block's body instead of L, but still stacks every block's parameters in each
-step. Run on an idle machine: every figure is a wall time.
+fused operations per array, so its compile time follows the number of arrays, not their size.
+With `flow.scan` (the default) G stores its repeated blocks stacked and runs them as one
+`lax.scan`: XLA compiles one block's body instead of L, and the update has one array per
+layer and position in a block instead of one per block; the unrolled row (`flow.scan=False`)
+shows what that saves. Run on an idle machine: every figure is a wall time.
 """
 
 from __future__ import annotations

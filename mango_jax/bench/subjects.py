@@ -26,6 +26,7 @@ from mango_jax import model as model_lib
 from mango_jax.bench import xla
 from mango_jax.data.core import DataNotFoundError, DatasetInfo
 from mango_jax.flows import checks
+from mango_jax.flows.base import with_scans_unrolled
 from mango_jax.nn import freeze
 from mango_jax.train import optim
 from mango_jax.train.loop import parameter_counts
@@ -303,6 +304,12 @@ def one_device_mesh() -> jax.sharding.Mesh:
                              axis_types=(jax.sharding.AxisType.Auto,) * 2)
 
 
+def _counted(make, graphdef, *state):
+    """`make(graphdef)` with G's scans unrolled, for `xla.build(counted=...)`; None if none."""
+    unrolled = with_scans_unrolled(graphdef, *state)
+    return None if unrolled is None else make(unrolled)
+
+
 class Subject:
     """One model with its optimiser state, ready to compile and time.
 
@@ -327,15 +334,17 @@ class Subject:
         step_config = StepConfig(task=info.task, ignore_index=info.ignore_index,
                                  compute_dtype=compute_dtype)
         self.compute_dtype = jnp.dtype(compute_dtype)
-        self.train_step = make_train_step(self.graphdef, step_config, schedule, mesh=self.mesh,
-                                          state_sharding=sharding)
+        self.train_step, self.counted_train_step = (
+            None if graphdef is None else make_train_step(graphdef, step_config, schedule,
+                                                          mesh=self.mesh, state_sharding=sharding)
+            for graphdef in (self.graphdef, with_scans_unrolled(self.graphdef, state)))
 
     def batch(self, batch_size: int, seed: int = 0) -> dict:
         host = synthetic_batch(self.info, self.modalities, batch_size, seed)
         return jax.device_put(host, batch_sharding(self.mesh))
 
     def train_program(self, batch) -> xla.Program:
-        return xla.build(self.train_step, self.state, batch)
+        return xla.build(self.train_step, self.state, batch, counted=self.counted_train_step)
 
     def predictor(self, program: xla.Program, batch):
         """A zero-argument call that runs the forward program of `forward_program`."""
@@ -358,13 +367,17 @@ class Subject:
         graphdef, self.inference_state = nnx.split(freeze(model))
         dtype = self.compute_dtype
 
-        def forward(state, batch):
-            model = checks.cast_floats(nnx.merge(graphdef, state), dtype)
-            inputs = {k: v.astype(dtype) if k not in ("label", "mask") and
-                      jnp.issubdtype(v.dtype, jnp.floating) else v for k, v in batch.items()}
-            return model(inputs, deterministic=True).prediction
+        def forward(graphdef):
+            def run(state, batch):
+                model = checks.cast_floats(nnx.merge(graphdef, state), dtype)
+                inputs = {k: v.astype(dtype) if k not in ("label", "mask") and
+                          jnp.issubdtype(v.dtype, jnp.floating) else v for k, v in batch.items()}
+                return model(inputs, deterministic=True).prediction
 
-        return xla.build(jax.jit(forward), self.inference_state, batch)
+            return jax.jit(run)
+
+        return xla.build(forward(graphdef), self.inference_state, batch,
+                         counted=_counted(forward, graphdef, self.inference_state))
 
     def flow_programs(self, batch_size: int, seed: int = 0):
         """`(forward, inverse, params, x)`: G and G⁻¹ jitted over G's parameters in the compute
@@ -375,6 +388,12 @@ class Subject:
         graphdef, params = nnx.split(checks.cast_floats(model.fusion.flow, self.compute_dtype))
         shape = (batch_size, sum(self.tokens), self.dim)
         x = jax.random.normal(jax.random.key(seed), shape, self.compute_dtype)
-        forward = jax.jit(lambda p, x: nnx.merge(graphdef, p)(x))
-        inverse = jax.jit(lambda p, z: nnx.merge(graphdef, p).inverse(z))
-        return xla.build(forward, params, x), xla.build(inverse, params, x), params, x
+
+        def forward(graphdef):
+            return jax.jit(lambda p, x: nnx.merge(graphdef, p)(x))
+
+        def inverse(graphdef):
+            return jax.jit(lambda p, z: nnx.merge(graphdef, p).inverse(z))
+
+        return (*(xla.build(make(graphdef), params, x, counted=_counted(make, graphdef, params))
+                  for make in (forward, inverse)), params, x)

@@ -114,13 +114,16 @@ class Program:
     memory: Memory | None
 
 
-def build(jitted, *args) -> Program:
+def build(jitted, *args, counted=None) -> Program:
     """Lowers and compiles `jitted(*args)` ahead of time; the result is what gets timed, so
-    the jit cache never compiles the same program a second time."""
+    the jit cache never compiles the same program a second time. `counted`: the same
+    computation with its loops unrolled (`flows.base.with_scans_unrolled`), compiled only to
+    count the FLOPs, since XLA's cost analysis counts a loop's body once."""
     start = time.perf_counter()
     lowered = jitted.lower(*args)
     lowered_at = time.perf_counter()
     compiled = lowered.compile()
     done = time.perf_counter()
-    return Program(compiled, lowered_at - start, done - lowered_at, program_flops(compiled),
+    flops = program_flops(compiled if counted is None else counted.lower(*args).compile())
+    return Program(compiled, lowered_at - start, done - lowered_at, flops,
                    program_memory(compiled))
