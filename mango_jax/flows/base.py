@@ -211,6 +211,9 @@ class Sequential(InvertibleLayer):
     def set_children(self, children) -> None:
         children = list(children)
         count = self.repeats * len(self.stacked) if self.stacked is not None else 0
+        if len(children) != count + len(self.layers):
+            raise ValueError(f"set_children got {len(children)} children; this Sequential has "
+                             f"{count + len(self.layers)}")
         if count:
             self._store(children[:count])
         for layer, child in zip(self.layers, children[count:], strict=True):

@@ -178,6 +178,8 @@ class BlockTest(chex.TestCase):
         scanned.set_children(children)
         chex.assert_trees_all_equal(nnx.state(scanned.children()[3]), nnx.state(children[3]))
         chex.assert_trees_all_equal(nnx.state(scanned.children()[1]), nnx.state(flow.children()[1]))
+        with self.assertRaisesRegex(ValueError, "got 4 children; this Sequential has 5"):
+            scanned.set_children(children[:4])
 
     def test_unequal_blocks_are_not_scanned(self):
         """Blocks of different structures (here, different block patterns) run unrolled."""
