@@ -105,3 +105,28 @@ def test_a_run_saved_before_scanned_blocks_were_stored_stacked_restores(tmp_path
         np.testing.assert_array_equal(got, want)
         assert np.any(want != 0)
     assert remainder_checked  # the last block runs after the stacked pairs
+
+
+class Replicated(nnx.Module):
+    def __init__(self):
+        self.small = nnx.Param(jnp.ones((512, 1024)))  # 2 MiB: 256 KiB per replica of 8
+        self.large = nnx.Param(jnp.ones((2048, 1024)))  # 8 MiB: 1 MiB per replica of 8
+
+
+def test_replicated_arrays_are_split_among_replicas_only_when_large(tmp_path, caplog):
+    """A save traces and compiles one slice program per device for each array it splits among
+    replicas (orbax's replica-parallel write): worth it for large arrays only."""
+    assert jax.device_count() == 8
+    sharding = jax.NamedSharding(jax.make_mesh((8,), ("data",)), jax.P())
+    module = Replicated()
+    state = jax.device_put(nnx.state(module), sharding)
+    with jax.log_compiles(True), caplog.at_level("WARNING"):
+        checkpointer = Checkpointer(str(tmp_path / "checkpoints"))
+        checkpointer.save(1, state, _iterator())
+        checkpointer.close()
+    sliced = [r.getMessage() for r in caplog.records if "Compiling jit(slice)" in r.getMessage()]
+    assert sliced and all("float32[2048,1024]" in m for m in sliced), sliced
+
+    step, restored = Checkpointer(str(tmp_path / "checkpoints")).restore(nnx.state(Replicated()))
+    assert step == 1
+    np.testing.assert_array_equal(restored["large"][...], state["large"][...])
