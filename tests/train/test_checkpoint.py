@@ -108,9 +108,10 @@ def test_a_run_saved_before_scanned_blocks_were_stored_stacked_restores(tmp_path
 
 
 class Replicated(nnx.Module):
-    def __init__(self):
-        self.small = nnx.Param(jnp.ones((512, 1024)))  # 2 MiB: 256 KiB per replica of 8
-        self.large = nnx.Param(jnp.ones((2048, 1024)))  # 8 MiB: 1 MiB per replica of 8
+    def __init__(self, seed: int):
+        small, large = jax.random.split(jax.random.key(seed))
+        self.small = nnx.Param(jax.random.normal(small, (512, 1024)))  # 256 KiB per replica
+        self.large = nnx.Param(jax.random.normal(large, (2048, 1024)))  # 1 MiB per replica
 
 
 def test_replicated_arrays_are_split_among_replicas_only_when_large(tmp_path, caplog):
@@ -118,8 +119,7 @@ def test_replicated_arrays_are_split_among_replicas_only_when_large(tmp_path, ca
     replicas (orbax's replica-parallel write): worth it for large arrays only."""
     assert jax.device_count() == 8
     sharding = jax.NamedSharding(jax.make_mesh((8,), ("data",)), jax.P())
-    module = Replicated()
-    state = jax.device_put(nnx.state(module), sharding)
+    state = jax.device_put(nnx.state(Replicated(seed=0)), sharding)
     with jax.log_compiles(True), caplog.at_level("WARNING"):
         checkpointer = Checkpointer(str(tmp_path / "checkpoints"))
         checkpointer.save(1, state, _iterator())
@@ -127,7 +127,8 @@ def test_replicated_arrays_are_split_among_replicas_only_when_large(tmp_path, ca
     sliced = [r.getMessage() for r in caplog.records if "Compiling jit(slice)" in r.getMessage()]
     assert sliced and all("float32[2048,1024]" in m for m in sliced), sliced
 
-    step, restored = Checkpointer(str(tmp_path / "checkpoints")).restore(nnx.state(Replicated()))
+    target = nnx.state(Replicated(seed=1))  # other values, which the restore must replace
+    step, restored = Checkpointer(str(tmp_path / "checkpoints")).restore(target)
     assert step == 1
     for name in ("small", "large"):
         np.testing.assert_array_equal(restored[name][...], state[name][...])
