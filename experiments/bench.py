@@ -47,6 +47,7 @@ import numpy as np
 from absl import app, flags
 from ml_collections import config_flags
 
+from experiments import cli
 from mango_jax import paper
 from mango_jax.bench import report, subjects
 from mango_jax.bench.timing import load_average, round_robin
@@ -133,6 +134,7 @@ def _meta(spec: subjects.Spec) -> dict:
         "cpu": {"name": _cpu_name(), "cores": os.cpu_count()},
         "versions": versions,
         "xla_flags": os.environ.get("XLA_FLAGS", ""),
+        "glibc_tunables": os.environ.get("GLIBC_TUNABLES", ""),
         "load_average": {"start": load_average()},
         "batch_size": spec.batch_size, "compute_dtype": spec.compute_dtype,
         "rounds": _ROUNDS.value, "warmup": _WARMUP.value,
@@ -463,4 +465,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main)

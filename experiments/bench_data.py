@@ -23,9 +23,10 @@ import tempfile
 import time
 
 import numpy as np
-from absl import app, flags
+from absl import flags
 from PIL import Image
 
+from experiments import cli
 from mango_jax import data
 from mango_jax.data import nyudv2
 
@@ -174,5 +175,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main)
     sys.exit(0)

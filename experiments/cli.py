@@ -16,6 +16,7 @@ import sys
 from absl import app, flags
 
 from mango_jax.errors import ConfigError
+from mango_jax.train.host_memory import reexec_with_huge_pages
 
 # ml_collections' config_flags re-raises an error of get_config() with its traceback as text,
 # and reports a config file it cannot load when the config is first read.
@@ -83,7 +84,10 @@ def mistake(err: BaseException, argv: list[str]) -> str | None:
 
 def run(main) -> None:
     """`absl.app.run(main)` where a user's mistake, while parsing the flags or in `main`, ends
-    with one `error:` line and exit status 2."""
+    with one `error:` line and exit status 2. A command run as a program first restarts itself
+    with transparent huge pages for XLA:CPU's buffers (`mango_jax.train.host_memory`)."""
+    if getattr(sys.modules.get("__main__"), "main", None) is main:
+        reexec_with_huge_pages()
     args = list(sys.argv)
 
     def parse_flags(argv):

@@ -26,6 +26,7 @@ from absl import app, flags
 from flax import nnx
 from ml_collections import config_flags
 
+from experiments import cli
 from mango_jax.bench import report, subjects, xla
 from mango_jax.bench.timing import load_average
 from mango_jax.train import optim
@@ -86,4 +87,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main)

@@ -15,9 +15,10 @@ unrolled program's: XLA's cost analysis counts a loop body once.
 from __future__ import annotations
 
 import jax
-from absl import app, flags
+from absl import flags
 from flax import nnx
 
+from experiments import cli
 from mango_jax import flows
 from mango_jax.bench import report, subjects
 from mango_jax.bench.timing import load_average, round_robin
@@ -70,4 +71,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main)

@@ -20,6 +20,7 @@ import jax
 from absl import app, flags
 from flax import nnx
 
+from experiments import cli
 from experiments.flow_check import logdet_errors, paper_size
 from mango_jax import flows
 from mango_jax.flows import checks
@@ -85,4 +86,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main)

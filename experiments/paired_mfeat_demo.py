@@ -24,6 +24,7 @@ import tempfile
 import numpy as np
 from absl import app, flags
 
+from experiments import cli
 from mango_jax.data import mfeat
 
 _OUT = flags.DEFINE_string("out", None, "Folder to write (manifest.csv, <view>/<row>.npy).")
@@ -62,4 +63,4 @@ def main(argv):
 if __name__ == "__main__":
     # Required only when run: a test importing this module parses the global flags too.
     flags.mark_flags_as_required(["out"])
-    app.run(main)
+    cli.run(main)

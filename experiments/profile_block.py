@@ -28,9 +28,10 @@ import time
 
 import jax
 import jax.numpy as jnp
-from absl import app, flags
+from absl import flags
 from flax import nnx
 
+from experiments import cli
 from mango_jax import flows
 from mango_jax.bench import subjects
 from mango_jax.nn import TransformerBlock
@@ -102,4 +103,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main)

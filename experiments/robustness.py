@@ -16,9 +16,10 @@ import json
 import os
 import time
 
-from absl import app, flags
+from absl import flags
 
 import mango_jax
+from experiments import cli
 from experiments.report.load import expand
 from mango_jax import robustness
 
@@ -109,4 +110,4 @@ def main(argv, flag_values=flags.FLAGS) -> None:
 
 if __name__ == "__main__":
     define_flags()
-    app.run(main)
+    cli.run(main)

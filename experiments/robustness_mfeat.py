@@ -16,8 +16,9 @@ import shutil
 import subprocess
 import sys
 
-from absl import app, flags
+from absl import flags
 
+from experiments import cli
 from mango_jax.fusion import NAMES
 
 # Modality dropout's q for the `*_mdrop` runs: half the training examples keep both views and a
@@ -77,4 +78,4 @@ def main(argv) -> None:
 if __name__ == "__main__":
     flags.DEFINE_string("root", "runs/robustness", "Where the runs are trained.")
     flags.DEFINE_string("out", "benchmarks", "Where the result files go.")
-    app.run(main)
+    cli.run(main)
