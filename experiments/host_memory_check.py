@@ -76,8 +76,13 @@ def measure(spec: subjects.Spec, rounds: int) -> dict:
             for name, r in record.items()}
 
 
-def _child_env(huge_pages: bool) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k != "GLIBC_TUNABLES"}
+def _child_env(huge_pages: bool | None) -> dict[str, str]:
+    """This environment without glibc's tunables and the opt-out (None), and with the one or
+    the other."""
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("GLIBC_TUNABLES", host_memory.OPT_OUT)}
+    if huge_pages is None:
+        return env
     if huge_pages:
         return host_memory.environment(env)
     return {**env, host_memory.OPT_OUT: "0"}
@@ -103,7 +108,7 @@ def main(argv):
         print(json.dumps({"glibc_tunables": os.environ.get("GLIBC_TUNABLES", ""),
                           **measure(spec, _ROUNDS.value)}), flush=True)
         return
-    if not host_memory.applies(_child_env(False)):
+    if not host_memory.applies(_child_env(None)):
         raise app.UsageError("this host cannot give glibc's malloc transparent huge pages "
                                  "(needs Linux, glibc >= 2.35 and transparent_hugepage not "
                                  "'never'): there is nothing to compare")

@@ -9,6 +9,9 @@ and buys nothing at these sizes. So are XLA:CPU's MLIR fusion emitters
 compiles in about 75 % of the time, to the same results. A flag given in XLA_FLAGS by the
 caller wins.
 
+The commands the tests start (`python -m experiments.*`) find glibc's huge-page tunable in the
+environment and so do not restart themselves to get it (`mango_jax.train.host_memory`).
+
 The session shares one persistent JAX compilation cache: the xdist workers and the
 subprocesses the tests start inherit its folder from the environment, so a program compiled
 once (a run's steps again at resume and evaluation, one small model in several modules) is
@@ -38,6 +41,10 @@ import fcntl  # noqa: E402
 import pytest  # noqa: E402
 
 from mango_jax import data  # noqa: E402
+from mango_jax.train import host_memory  # noqa: E402
+
+if host_memory.applies():
+    os.environ["GLIBC_TUNABLES"] = host_memory.environment()["GLIBC_TUNABLES"]
 
 
 @pytest.fixture(scope="session")

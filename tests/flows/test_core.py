@@ -118,7 +118,10 @@ class BlockTest(chex.TestCase):
             return compiled.memory_analysis().temp_size_in_bytes
 
         block_input = batch * 2 * tokens * dim * 4
-        self.assertLessEqual(temp_bytes(4) - temp_bytes(2), 2 * block_input)
+        # Two blocks more; a scanned G of one block has no loop to compare with, and compiling
+        # four unrolled blocks takes longer than three and one together.
+        fewer, more = (2, 4) if scan else (1, 3)
+        self.assertLessEqual(temp_bytes(more) - temp_bytes(fewer), 2 * block_input)
 
     @parameterized.parameters(("mango", 5, False, 1), ("mango", 4, True, 1),
                               ("mango", 5, False, 2, 11), ("glow", 3, False, 1))
