@@ -6,7 +6,8 @@ every train step whose temporaries exceed that faults in all of them again, 4 Ki
 at experiments/mfeat.py's size MANGO's step faults 26,760 times (its 104.5 MiB of
 temporaries), at the paper's NYUDv2 size about 680,000 times (2.6 GiB). With glibc's tunable
 `glibc.malloc.hugetlb=1` malloc asks the kernel for transparent huge pages on such blocks, and
-the step faults a few hundred times, 2 MiB each (`python -m experiments.host_memory_check`).
+the step faults a few hundred to a few thousand times, 2 MiB each (`python -m
+experiments.host_memory_check`: 192 and 2,604 times at those sizes).
 
 The tunable is read when a process starts, so the commands of experiments/ re-execute
 themselves with it (`experiments.cli.run`); a script of one's own can call
