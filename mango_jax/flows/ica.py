@@ -188,8 +188,10 @@ class ICA(BoundedAttention):
         n, blocks = x1.shape[1], []
         for start, stop in row_blocks(n):
             logits = self.logits(q[:, start:stop], k[:, start:])
+            # The mask as an added constant (0 or −inf): XLA:CPU fuses the add into the max and
+            # the exponential that follow, where a select took a pass of its own.
             upper = np.triu(np.ones((stop - start, n - start), bool))
-            logits = jnp.where(upper, logits, -jnp.inf)
+            logits = logits + np.where(upper, 0.0, -np.inf).astype(logits.dtype)
             exp = jnp.exp(logits - jax.lax.stop_gradient(jnp.max(logits, axis=-1, keepdims=True)))
             blocks.append((exp, 1.0 / jnp.sum(exp, axis=-1)))
         return blocks, self.identity_weight(logdet_dtype(x1.dtype))
@@ -220,7 +222,10 @@ class ICA(BoundedAttention):
         """
         a, b = a[:, None], (1.0 - a)[:, None]
         diag = jnp.diagonal(exp[..., :exp.shape[-2]], axis1=-2, axis2=-1) * inv_sum
-        sq_norm = (b * b * jnp.sum(exp * exp, axis=-1) * (inv_sum * inv_sum)
+        # Without the barrier XLA rewrites `E · E` as `exp(2 (L − max L))`, a second
+        # exponential over the block instead of a read of E.
+        held = jax.lax.optimization_barrier(exp)
+        sq_norm = (b * b * jnp.sum(held * held, axis=-1) * (inv_sum * inv_sum)
                    + 2.0 * a * b * diag + a * a)
         return sq_norm, jnp.log(b * diag + a) - 0.5 * jnp.log(sq_norm)
 

@@ -48,7 +48,7 @@ class TokenMixLU(nnx.Module):
         self.lower = nnx.Param(jnp.zeros((num_tokens, num_tokens), param_dtype))
         self.upper = nnx.Param(jnp.zeros((num_tokens, num_tokens), param_dtype))
         self.log_scale = nnx.Param(jnp.zeros((num_tokens,), param_dtype))
-        self.precomputed = None  # `[W, W⁻¹]` in an inference copy (`nn.freeze`)
+        self.precomputed = None  # `(W, W⁻¹)` in an inference copy (`nn.freeze`)
 
     def factors(self):
         """`(L, S)` with `W = P L S`: L unit lower-, S upper-triangular."""
@@ -67,9 +67,10 @@ class TokenMixLU(nnx.Module):
             return self.precomputed[0]
         return _plu_product(self.perm[...], *self.factors())
 
-    def precompute(self) -> jax.Array:
-        """`[W, W⁻¹]: [2, N, N]`, which `nn.freeze` stores for inference."""
-        return jnp.stack(self.matrices())
+    def precompute(self) -> tuple[jax.Array, jax.Array]:
+        """`(W, W⁻¹)`, which `nn.freeze` stores for inference: two arrays rather than one
+        stacked, whose halves XLA:CPU would copy out before every product."""
+        return self.matrices()
 
     def matrices(self) -> tuple[jax.Array, jax.Array]:
         """`(W, W⁻¹)`. `W⁻¹` is built from the factors but differentiated through `W`
@@ -82,9 +83,16 @@ class TokenMixLU(nnx.Module):
         return matrix, _inverse_of_plu(matrix, lower, upper, perm)
 
     def along_axis(self, matrix: jax.Array, x: jax.Array) -> jax.Array:
-        """`matrix · x` along `axis` of `x: [B, N, D]`."""
-        spec = "ij,bjd->bid" if self.axis == 1 else "ij,bnj->bni"
-        return jnp.einsum(spec, matrix.astype(x.dtype), x, precision=HIGHEST)
+        """`matrix · x` along `axis` of `x: [B, N, D]`.
+
+        Over the tokens the matrix is the left operand, giving `[N, B, D]`: at batch 1 that is
+        `W · x[0]` with no transposes, where `einsum` computed `x[0]ᵀ Wᵀ` and transposed `x`
+        and the product."""
+        matrix = matrix.astype(x.dtype)
+        if self.axis == 2:
+            return jnp.einsum("ij,bnj->bni", matrix, x, precision=HIGHEST)
+        return jnp.swapaxes(jax.lax.dot_general(matrix, x, (((1,), (1,)), ((), ())),
+                                                precision=HIGHEST), 0, 1)
 
     def apply(self, x: jax.Array) -> jax.Array:
         """`W x` along `axis` of `x: [B, N, D]`."""

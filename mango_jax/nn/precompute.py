@@ -1,7 +1,7 @@
 """Inference copies of a model, in which what depends on the parameters alone is computed once.
 
 A module with such work (LICA's token mixing `W` and `W⁻¹`, built from its LU factors in
-O(N³)) defines `precompute() -> array` and reads `self.precomputed` when it is set. Training
+O(N³)) defines `precompute()` (arrays) and reads `self.precomputed` when it is set. Training
 never sets it; `freeze` does, for inference at any batch size, where the per-call O(N³) would
 otherwise dominate small batches.
 """

@@ -118,9 +118,11 @@ class BlockTest(chex.TestCase):
             return compiled.memory_analysis().temp_size_in_bytes
 
         block_input = batch * 2 * tokens * dim * 4
-        # Two blocks more; a scanned G of one block has no loop to compare with, and compiling
-        # four unrolled blocks takes longer than three and one together.
-        fewer, more = (2, 4) if scan else (1, 3)
+        # Two blocks more. A scanned G of one block has no loop, and one of two blocks packs a
+        # few small buffers tighter than deeper ones (64-128 KiB less), so the scan compares
+        # four and six (one loop body to compile at any depth); compiling four unrolled blocks
+        # takes longer than three and one together.
+        fewer, more = (4, 6) if scan else (1, 3)
         self.assertLessEqual(temp_bytes(more) - temp_bytes(fewer), 2 * block_input)
 
     @parameterized.parameters(("mango", 5, False, 1), ("mango", 4, True, 1),

@@ -35,7 +35,7 @@ def test_frozen_flow_computes_what_the_live_one_does(layer, scan):
     frozen = freeze(flow)
     mixers = [m for _, m in nnx.iter_modules(flow) if isinstance(m, TokenMixLU)]
     assert mixers and not precomputed(flow)  # the live model is left as it was
-    assert len(precomputed(frozen)) == len(mixers)
+    assert len(precomputed(frozen)) == 2 * len(mixers)  # W and W⁻¹ of each
     x = jax.random.normal(jax.random.key(1), (B, 2 * M, D))
 
     def run(module, direction, value):
