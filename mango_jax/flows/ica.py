@@ -196,17 +196,13 @@ class ICA(BoundedAttention):
             blocks.append((exp, 1.0 / jnp.sum(exp, axis=-1)))
         return blocks, self.identity_weight(logdet_dtype(x1.dtype))
 
-    def _softmax_blocks(self, x1: jax.Array):
-        """`S` by row blocks: `_exp_blocks` normalised."""
-        blocks, a = self._exp_blocks(x1)
-        return [exp * inv_sum[..., None] for exp, inv_sum in blocks], a
-
     def _softmax(self, x1: jax.Array):
         """`S: [B, H, n, n]` (≥ float32) and the identity weight `a: [H]`."""
-        blocks, a = self._softmax_blocks(x1)
+        blocks, a = self._exp_blocks(x1)
         n = x1.shape[1]
-        return jnp.concatenate([jnp.pad(p, ((0, 0), (0, 0), (0, 0), (n - p.shape[-1], 0)))
-                                for p in blocks], axis=2), a
+        return jnp.concatenate([
+            jnp.pad(exp * inv_sum[..., None], ((0, 0), (0, 0), (0, 0), (n - exp.shape[-1], 0)))
+            for exp, inv_sum in blocks], axis=2), a
 
     def attention(self, x1: jax.Array) -> jax.Array:
         """The triangular matrices `A: [B, H, n, n]` (computed in ≥ float32) for `X1: [B, n, D]`."""
@@ -275,20 +271,27 @@ class ICA(BoundedAttention):
 
     def inverse(self, y):
         """`X2 = Ã⁻¹ (r ⊙ Y2)` by blocked back-substitution at full precision, over the row
-        blocks of `_softmax_blocks`: from the last, each block's rows subtract what the solved
-        later tokens contribute, `(1 − a) S_k,>k X_>k`, and solve their triangular square."""
+        blocks of `_exp_blocks`, from the last: each block's rows subtract what the solved later
+        tokens contribute and solve their triangular square.
+
+        With `Σ = Σ_j E_ij` per row, `Ã = diag(Σ)⁻¹ ((1 − a) E + a diag(Σ))`, so the rows solve
+        `((1 − a) E_kk + a diag(Σ)) X_k = Σ r Y_k − (1 − a) E_k,>k X_>k`: the exponentials are
+        used as they are, as in the forward pass, and not normalised first (a pass fewer over
+        every block). Scaling rows leaves back-substitution's rounding as it was."""
         y1, y2 = self._split(y)
-        blocks, a = self._softmax_blocks(y1)
-        rhs = jnp.transpose(self._heads(y2), (0, 2, 1, 3)).astype(blocks[0].dtype)
+        blocks, a = self._exp_blocks(y1)
+        rhs = jnp.transpose(self._heads(y2), (0, 2, 1, 3)).astype(blocks[0][0].dtype)
         n, solved, log_diags = y2.shape[1], [], []
-        for probs in reversed(blocks):
-            rows, start = probs.shape[-2], n - probs.shape[-1]
-            sq_norm, log_diag = self._row_stats(probs, 1.0, a)
-            part = rhs[:, :, start:start + rows] * jnp.sqrt(sq_norm)[..., None]
+        for exp, inv_sum in reversed(blocks):
+            rows, start = exp.shape[-2], n - exp.shape[-1]
+            sq_norm, log_diag = self._row_stats(exp, inv_sum, a)
+            part = rhs[:, :, start:start + rows] * (jnp.sqrt(sq_norm) / inv_sum)[..., None]
             if solved:
                 part = part - (1.0 - a)[:, None, None] * jnp.matmul(
-                    probs[..., rows:], _concat(solved, 2), precision=HIGHEST)
-            solved.insert(0, solve_upper_triangular(mix_identity(probs[..., :rows], a), part))
+                    exp[..., rows:], _concat(solved, 2), precision=HIGHEST)
+            square = ((1.0 - a)[:, None, None] * exp[..., :rows]
+                      + (a[:, None] / inv_sum)[..., None] * jnp.eye(rows, dtype=exp.dtype))
+            solved.insert(0, solve_upper_triangular(square, part))
             log_diags.insert(0, log_diag)
         x2 = jnp.transpose(_concat(solved, 2), (0, 2, 1, 3)).reshape(y2.shape).astype(y2.dtype)
         return self._merge(y1, x2), -self._logdet(_concat(log_diags, -1), y.dtype)
